@@ -1,0 +1,47 @@
+# vfio-user for QEMU: build on top of Debian 12's QEMU 7.2 source package.
+#
+#   make          set up (packages, source, graft) and build qemu-system-x86_64
+#   make check    build and run every unit test and qtest of ours
+#   make demo     run the end-to-end demo (see README.md)
+
+BUILD_ROOT := $(CURDIR)/build
+QEMU_BUILD := $(BUILD_ROOT)/qemu
+QEMU_BIN   := $(QEMU_BUILD)/qemu-system-x86_64
+
+# Cache hits across clones of this repo: paths are made relative to the
+# build folder and the working directory is left out of the hash.
+export CCACHE_BASEDIR := $(BUILD_ROOT)
+export CCACHE_NOHASHDIR := 1
+
+UNIT_TESTS := $(patsubst %.c,%,$(notdir $(wildcard tests/unit/test-vfio-user-*.c)))
+QTESTS     := $(patsubst %.c,%,$(notdir $(wildcard tests/qtest/vfio-user-*-test.c)))
+TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
+              $(addprefix tests/qtest/,$(QTESTS))
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+.PHONY: all setup build check demo clean distclean FORCE
+
+all: build
+
+setup:
+	@./configure
+
+build: setup
+	@echo "make: building qemu-system-x86_64 (a cold build takes a while)"
+	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 | \
+	    scripts/ninja-progress.sh
+
+check: setup
+	@echo "make: building qemu-system-x86_64 and the tests"
+	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(TEST_BINS) | \
+	    scripts/ninja-progress.sh
+	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
+	    --qemu $(QEMU_BIN) $(TEST_BINS)
+
+clean:
+	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean
+
+distclean:
+	rm -rf $(BUILD_ROOT)

@@ -1,0 +1,526 @@
+/*
+ * vfio-user connection: framing, fd passing and request/reply matching.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/timer.h"
+#include "qemu/iov.h"
+#include "qemu/main-loop.h"
+#include "io/channel-socket.h"
+#include "hw/vfio-user/conn.h"
+#include "trace.h"
+
+struct VfuConn {
+    QIOChannel *ioc;
+    int fd;
+    char *name;
+    VfuLimits local;
+    VfuLimits peer;
+    size_t max_msg_size;
+    uint16_t next_id;
+    int64_t timeout_ms;
+    bool broken;
+
+    VfuRequestFunc request_func;
+    void *request_opaque;
+
+    /* a message being received, kept across non-blocking calls */
+    uint8_t rx_hdr[sizeof(VfuHeader)];
+    size_t rx_hdr_got;
+    int *rx_fds;
+    size_t rx_nfds;
+    VfuMsg *rx_msg;
+    size_t rx_got;
+};
+
+static void conn_drop_rx_fds(VfuConn *c)
+{
+    for (size_t i = 0; i < c->rx_nfds; i++) {
+        close(c->rx_fds[i]);
+    }
+    g_free(c->rx_fds);
+    c->rx_fds = NULL;
+    c->rx_nfds = 0;
+}
+
+VfuConn *vfu_conn_new(QIOChannel *ioc, const char *name,
+                      const VfuLimits *local)
+{
+    VfuConn *c = g_new0(VfuConn, 1);
+
+    c->ioc = QIO_CHANNEL(object_ref(OBJECT(ioc)));
+    c->fd = QIO_CHANNEL_SOCKET(ioc)->fd;
+    c->name = g_strdup(name);
+    c->local = *local;
+    c->max_msg_size = vfu_max_msg_size(local);
+    vfu_limits_default(&c->peer);
+    c->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+    c->next_id = 1;
+    qio_channel_set_blocking(ioc, false, NULL);
+    return c;
+}
+
+void vfu_conn_free(VfuConn *c)
+{
+    if (!c) {
+        return;
+    }
+    vfu_msg_free(c->rx_msg);
+    conn_drop_rx_fds(c);
+    qio_channel_close(c->ioc, NULL);
+    object_unref(OBJECT(c->ioc));
+    g_free(c->name);
+    g_free(c);
+}
+
+void vfu_conn_set_request_func(VfuConn *c, VfuRequestFunc func, void *opaque)
+{
+    c->request_func = func;
+    c->request_opaque = opaque;
+}
+
+void vfu_conn_set_timeout(VfuConn *c, int64_t timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
+}
+
+const VfuLimits *vfu_conn_peer_limits(VfuConn *c)
+{
+    return &c->peer;
+}
+
+const VfuLimits *vfu_conn_local_limits(VfuConn *c)
+{
+    return &c->local;
+}
+
+void vfu_conn_set_peer_limits(VfuConn *c, const VfuLimits *peer)
+{
+    c->peer = *peer;
+}
+
+const char *vfu_conn_name(VfuConn *c)
+{
+    return c->name;
+}
+
+QIOChannel *vfu_conn_ioc(VfuConn *c)
+{
+    return c->ioc;
+}
+
+bool vfu_conn_is_broken(VfuConn *c)
+{
+    return c->broken;
+}
+
+static void conn_break(VfuConn *c, Error *err)
+{
+    if (!c->broken) {
+        trace_vfio_user_conn_broken(c->name, err ? error_get_pretty(err) : "");
+        c->broken = true;
+        qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+    }
+}
+
+void vfu_conn_shutdown(VfuConn *c)
+{
+    conn_break(c, NULL);
+}
+
+static int64_t deadline_from_now(VfuConn *c)
+{
+    return qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + c->timeout_ms;
+}
+
+/* Wait for @events on the socket until @deadline (ms, REALTIME). */
+static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
+{
+    GPollFD pfd = { .fd = c->fd, .events = events };
+    int64_t left;
+    int r;
+
+    do {
+        left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        if (left <= 0) {
+            error_setg(errp, "%s: no answer from the peer within %" PRId64
+                       " ms", c->name, c->timeout_ms);
+            return -ETIMEDOUT;
+        }
+        r = qemu_poll_ns(&pfd, 1, left * SCALE_MS);
+    } while (r == 0 || (r < 0 && errno == EINTR));
+    if (r < 0) {
+        error_setg_errno(errp, errno, "%s: poll failed", c->name);
+        return -EIO;
+    }
+    return 0;
+}
+
+int vfu_conn_send(VfuConn *c, uint16_t cmd, uint16_t msg_id, uint32_t flags,
+                  uint32_t error, void *payload, size_t len,
+                  const int *fds, size_t nfds, Error **errp)
+{
+    VfuHeader hdr = {
+        .msg_id = msg_id,
+        .command = cmd,
+        .size = sizeof(VfuHeader) + len,
+        .flags = flags,
+        .error = error,
+    };
+    uint8_t wire[sizeof(VfuHeader)];
+    struct iovec iov[2] = {
+        { .iov_base = wire, .iov_len = sizeof(wire) },
+        { .iov_base = payload, .iov_len = len },
+    };
+    struct iovec *cur = iov;
+    size_t niov = len ? 2 : 1;
+    int64_t deadline = 0;
+    bool reply = (flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY;
+    int ret = 0;
+
+    if (c->broken) {
+        error_setg(errp, "%s: connection is closed", c->name);
+        return -ECONNRESET;
+    }
+    if (len > UINT32_MAX - sizeof(VfuHeader) || nfds > VFU_MAX_MSG_FDS) {
+        error_setg(errp, "%s: message too large", c->name);
+        return -EINVAL;
+    }
+    trace_vfio_user_send(c->name, msg_id, vfu_command_name(cmd), flags,
+                         hdr.size, nfds);
+    vfu_header_encode(&hdr, wire);
+    if (len) {
+        vfu_payload_encode(cmd, reply, payload, len);
+    }
+
+    while (niov) {
+        ssize_t n = qio_channel_writev_full(c->ioc, cur, niov, (int *)fds,
+                                            nfds, 0, errp);
+        if (n == QIO_CHANNEL_ERR_BLOCK) {
+            if (!deadline) {
+                deadline = deadline_from_now(c);
+            }
+            ret = conn_wait(c, G_IO_OUT, deadline, errp);
+            if (ret) {
+                break;
+            }
+            continue;
+        }
+        if (n < 0) {
+            ret = -EIO;
+            break;
+        }
+        /* fds travel with the first bytes only */
+        fds = NULL;
+        nfds = 0;
+        iov_discard_front(&cur, &niov, n);
+    }
+    /* iov_discard_front() moved iov bases: payload itself is intact */
+    if (len) {
+        vfu_payload_encode(cmd, reply, payload, len);
+    }
+    if (ret) {
+        error_prepend(errp, "%s: sending %s: ", c->name, vfu_command_name(cmd));
+        conn_break(c, errp ? *errp : NULL);
+    }
+    return ret;
+}
+
+int vfu_conn_reply(VfuConn *c, const VfuMsg *req, void *payload, size_t len,
+                   const int *fds, size_t nfds, Error **errp)
+{
+    if (req->hdr.flags & VFU_F_NO_REPLY) {
+        return 0;
+    }
+    return vfu_conn_send(c, req->hdr.command, req->hdr.msg_id,
+                         VFU_F_TYPE_REPLY, 0, payload, len, fds, nfds, errp);
+}
+
+int vfu_conn_reply_error(VfuConn *c, const VfuMsg *req, int err, Error **errp)
+{
+    trace_vfio_user_error_reply(c->name, req->hdr.msg_id,
+                                vfu_command_name(req->hdr.command), err);
+    if (req->hdr.flags & VFU_F_NO_REPLY) {
+        return 0;
+    }
+    return vfu_conn_send(c, req->hdr.command, req->hdr.msg_id,
+                         VFU_F_TYPE_REPLY | VFU_F_ERROR, err, NULL, 0,
+                         NULL, 0, errp);
+}
+
+/*
+ * One step of reading: returns 1 when the current message is complete,
+ * 0 when the socket has no more bytes now, -1 on error or EOF.
+ */
+static int conn_read_some(VfuConn *c, Error **errp)
+{
+    struct iovec iov;
+    int *fds = NULL;
+    size_t nfds = 0;
+    ssize_t n;
+
+    if (!c->rx_msg) {
+        iov.iov_base = c->rx_hdr + c->rx_hdr_got;
+        iov.iov_len = sizeof(c->rx_hdr) - c->rx_hdr_got;
+        /* always offer a control buffer: fds come with the header bytes */
+        n = qio_channel_readv_full(c->ioc, &iov, 1, &fds, &nfds, errp);
+    } else {
+        iov.iov_base = c->rx_msg->payload + c->rx_got;
+        iov.iov_len = c->rx_msg->len - c->rx_got;
+        n = qio_channel_readv_full(c->ioc, &iov, 1, NULL, NULL, errp);
+    }
+    if (n == QIO_CHANNEL_ERR_BLOCK) {
+        return 0;
+    }
+    if (n < 0) {
+        return -1;
+    }
+    if (n == 0) {
+        error_setg(errp, "%s: peer closed the connection", c->name);
+        return -1;
+    }
+
+    if (!c->rx_msg) {
+        VfuHeader hdr;
+        VfuMsg *msg;
+
+        c->rx_hdr_got += n;
+        if (nfds) {
+            /* a header split over several writes: keep fds until it ends */
+            c->rx_fds = g_renew(int, c->rx_fds, c->rx_nfds + nfds);
+            memcpy(c->rx_fds + c->rx_nfds, fds, nfds * sizeof(int));
+            c->rx_nfds += nfds;
+            g_free(fds);
+            if (c->rx_nfds > VFU_MAX_MSG_FDS) {
+                conn_drop_rx_fds(c);
+                error_setg(errp, "%s: too many file descriptors", c->name);
+                return -1;
+            }
+        }
+        if (c->rx_hdr_got < sizeof(c->rx_hdr)) {
+            return 0;
+        }
+        if (!vfu_header_decode(c->rx_hdr, &hdr, c->max_msg_size, errp)) {
+            conn_drop_rx_fds(c);
+            error_prepend(errp, "%s: ", c->name);
+            return -1;
+        }
+        msg = g_new0(VfuMsg, 1);
+        msg->hdr = hdr;
+        msg->len = hdr.size - sizeof(VfuHeader);
+        msg->payload = msg->len ? g_malloc(msg->len) : NULL;
+        msg->fds = g_steal_pointer(&c->rx_fds);
+        msg->nfds = c->rx_nfds;
+        c->rx_nfds = 0;
+        c->rx_msg = msg;
+        c->rx_got = 0;
+    } else {
+        c->rx_got += n;
+    }
+    return c->rx_got == c->rx_msg->len;
+}
+
+int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
+{
+    int64_t deadline = 0;
+    int r;
+
+    *msgp = NULL;
+    if (c->broken) {
+        error_setg(errp, "%s: connection is closed", c->name);
+        return -1;
+    }
+    for (;;) {
+        r = conn_read_some(c, errp);
+        if (r < 0) {
+            conn_break(c, errp ? *errp : NULL);
+            return -1;
+        }
+        if (r == 1) {
+            break;
+        }
+        if (!block) {
+            return 0;
+        }
+        if (!deadline) {
+            deadline = deadline_from_now(c);
+        }
+        if (conn_wait(c, G_IO_IN, deadline, errp) < 0) {
+            conn_break(c, errp ? *errp : NULL);
+            return -1;
+        }
+    }
+
+    *msgp = g_steal_pointer(&c->rx_msg);
+    c->rx_hdr_got = 0;
+    c->rx_got = 0;
+    trace_vfio_user_recv(c->name, (*msgp)->hdr.msg_id,
+                         vfu_command_name((*msgp)->hdr.command),
+                         (*msgp)->hdr.flags, (*msgp)->hdr.size,
+                         (*msgp)->nfds);
+    return 1;
+}
+
+void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
+{
+    Error *err = NULL;
+    int ret;
+
+    ret = vfu_msg_decode(msg, &c->local, &err);
+    if (ret) {
+        trace_vfio_user_bad_request(c->name, msg->hdr.msg_id,
+                                    error_get_pretty(err));
+        error_free(err);
+        err = NULL;
+    } else if (!c->request_func) {
+        ret = -ENOTSUP;
+    } else {
+        ret = c->request_func(c, msg, c->request_opaque);
+    }
+    if (ret && !c->broken) {
+        vfu_conn_reply_error(c, msg, -ret, &err);
+        if (err) {
+            trace_vfio_user_bad_request(c->name, msg->hdr.msg_id,
+                                        error_get_pretty(err));
+            error_free(err);
+        }
+    }
+    vfu_msg_free(msg);
+}
+
+int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
+                  const int *fds, size_t nfds, VfuMsg **reply, Error **errp)
+{
+    uint16_t id = c->next_id++;
+    int ret;
+
+    if (reply) {
+        *reply = NULL;
+    }
+    ret = vfu_conn_send(c, cmd, id, VFU_F_TYPE_COMMAND, 0, payload, len,
+                        fds, nfds, errp);
+    if (ret) {
+        return ret;
+    }
+
+    for (;;) {
+        g_autoptr(VfuMsg) msg = NULL;
+        Error *local_err = NULL;
+
+        if (vfu_conn_recv(c, &msg, true, &local_err) < 0) {
+            error_propagate_prepend(errp, local_err, "%s: waiting for %s: ",
+                                    c->name, vfu_command_name(cmd));
+            return -ECONNRESET;
+        }
+        if (!vfu_msg_is_reply(msg)) {
+            vfu_conn_handle_request(c, g_steal_pointer(&msg));
+            if (c->broken) {
+                error_setg(errp, "%s: connection lost waiting for %s",
+                           c->name, vfu_command_name(cmd));
+                return -ECONNRESET;
+            }
+            continue;
+        }
+        if (msg->hdr.msg_id != id || msg->hdr.command != cmd) {
+            /* e.g. a peer answering a No_reply write: drop it */
+            trace_vfio_user_stray_reply(c->name, msg->hdr.msg_id,
+                                        vfu_command_name(msg->hdr.command));
+            continue;
+        }
+        if (msg->hdr.flags & VFU_F_ERROR) {
+            int err = msg->hdr.error ? msg->hdr.error : EIO;
+
+            error_setg(errp, "%s: %s failed on the server: %s", c->name,
+                       vfu_command_name(cmd), g_strerror(err));
+            return -(int)MIN(err, 4095);
+        }
+        ret = vfu_msg_decode(msg, &c->local, &local_err);
+        if (ret) {
+            error_propagate_prepend(errp, local_err, "%s: bad reply: ",
+                                    c->name);
+            return -EPROTO;
+        }
+        if (reply) {
+            *reply = g_steal_pointer(&msg);
+        }
+        return 0;
+    }
+}
+
+int vfu_conn_post(VfuConn *c, uint16_t cmd, void *payload, size_t len,
+                  Error **errp)
+{
+    return vfu_conn_send(c, cmd, c->next_id++,
+                         VFU_F_TYPE_COMMAND | VFU_F_NO_REPLY, 0,
+                         payload, len, NULL, 0, errp);
+}
+
+int vfu_conn_negotiate_client(VfuConn *c, Error **errp)
+{
+    g_autofree void *proposal = NULL;
+    g_autoptr(VfuMsg) reply = NULL;
+    VfuLimits peer;
+    uint16_t major, minor;
+    size_t len;
+    int ret;
+
+    proposal = vfu_version_encode(VFU_VERSION_MAJOR, VFU_VERSION_MINOR,
+                                  &c->local, &len);
+    ret = vfu_conn_call(c, VFU_CMD_VERSION, proposal, len, NULL, 0, &reply,
+                        errp);
+    if (ret) {
+        return ret;
+    }
+    if (!vfu_version_parse(reply->payload, reply->len, &major, &minor,
+                           &peer, errp)) {
+        error_prepend(errp, "%s: ", c->name);
+        return -EPROTO;
+    }
+    if (minor > VFU_VERSION_MINOR) {
+        error_setg(errp, "%s: server answered version %u.%u, newer than the "
+                   "proposed %u.%u", c->name, major, minor,
+                   VFU_VERSION_MAJOR, VFU_VERSION_MINOR);
+        return -EPROTO;
+    }
+    /* we never propose write_multiple, so the server may not enable it */
+    peer.write_multiple = peer.write_multiple && c->local.write_multiple;
+    c->peer = peer;
+    trace_vfio_user_version(c->name, major, minor, peer.max_msg_fds,
+                            peer.max_data_xfer_size, peer.max_dma_maps,
+                            peer.pgsizes);
+    return 0;
+}
+
+int vfu_conn_negotiate_server(VfuConn *c, VfuMsg *req, Error **errp)
+{
+    g_autofree void *answer = NULL;
+    VfuLimits peer, ours = c->local;
+    uint16_t major, minor;
+    size_t len;
+
+    if (req->hdr.command != VFU_CMD_VERSION || vfu_msg_is_reply(req)) {
+        error_setg(errp, "%s: expected VERSION, got %s", c->name,
+                   vfu_command_name(req->hdr.command));
+        vfu_conn_reply_error(c, req, EINVAL, NULL);
+        return -EPROTO;
+    }
+    if (vfu_msg_decode(req, &c->local, errp) ||
+        !vfu_version_parse(req->payload, req->len, &major, &minor, &peer,
+                           errp)) {
+        error_prepend(errp, "%s: ", c->name);
+        vfu_conn_reply_error(c, req, EINVAL, NULL);
+        return -EPROTO;
+    }
+    minor = MIN(minor, VFU_VERSION_MINOR);
+    ours.write_multiple = ours.write_multiple && peer.write_multiple;
+    peer.write_multiple = ours.write_multiple;
+    c->peer = peer;
+    answer = vfu_version_encode(VFU_VERSION_MAJOR, minor, &ours, &len);
+    trace_vfio_user_version(c->name, major, minor, peer.max_msg_fds,
+                            peer.max_data_xfer_size, peer.max_dma_maps,
+                            peer.pgsizes);
+    return vfu_conn_reply(c, req, answer, len, NULL, 0, errp);
+}

@@ -1,0 +1,103 @@
+/*
+ * vfio-user connection: framing, fd passing and request/reply matching on
+ * a UNIX socket QIOChannel.  Shared by the client and the server.
+ *
+ * The connection is synchronous by design: the thread that sends a
+ * request reads the socket itself until its reply arrives, serving any
+ * request the peer sends meanwhile (a device doing DMA while its BAR
+ * write is pending).  No extra thread hop is on that path.  A VfuConn is
+ * not thread-safe; its owner serialises callers.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VFIO_USER_CONN_H
+#define HW_VFIO_USER_CONN_H
+
+#include "io/channel.h"
+#include "hw/vfio-user/message.h"
+
+typedef struct VfuConn VfuConn;
+
+/*
+ * Serve a decoded request from the peer.  Returns 0 once the reply (if
+ * one is due) was sent with vfu_conn_reply(), or a negative errno, which
+ * the connection sends back as an error reply.  @msg stays owned by the
+ * connection; steal fds with vfu_msg_steal_fd() to keep them.
+ */
+typedef int (*VfuRequestFunc)(VfuConn *conn, VfuMsg *msg, void *opaque);
+
+#define VFU_DEFAULT_TIMEOUT_MS  5000
+
+/* Takes a reference to @ioc; it must be an AF_UNIX QIOChannelSocket. */
+VfuConn *vfu_conn_new(QIOChannel *ioc, const char *name,
+                      const VfuLimits *local);
+void vfu_conn_free(VfuConn *conn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfuConn, vfu_conn_free)
+
+void vfu_conn_set_request_func(VfuConn *conn, VfuRequestFunc func,
+                               void *opaque);
+void vfu_conn_set_timeout(VfuConn *conn, int64_t timeout_ms);
+const VfuLimits *vfu_conn_peer_limits(VfuConn *conn);
+const VfuLimits *vfu_conn_local_limits(VfuConn *conn);
+void vfu_conn_set_peer_limits(VfuConn *conn, const VfuLimits *peer);
+const char *vfu_conn_name(VfuConn *conn);
+QIOChannel *vfu_conn_ioc(VfuConn *conn);
+
+/* True once the connection failed (EOF, I/O error, protocol violation). */
+bool vfu_conn_is_broken(VfuConn *conn);
+/* Shut the socket down; every later call fails at once. */
+void vfu_conn_shutdown(VfuConn *conn);
+
+/*
+ * Send one message.  @payload is in host order; it is converted to wire
+ * order in place for the write and restored before returning.
+ */
+int vfu_conn_send(VfuConn *conn, uint16_t cmd, uint16_t msg_id,
+                  uint32_t flags, uint32_t error, void *payload, size_t len,
+                  const int *fds, size_t nfds, Error **errp);
+
+/* Reply to @req (no-op when @req asked for no reply). */
+int vfu_conn_reply(VfuConn *conn, const VfuMsg *req, void *payload,
+                   size_t len, const int *fds, size_t nfds, Error **errp);
+int vfu_conn_reply_error(VfuConn *conn, const VfuMsg *req, int err,
+                         Error **errp);
+
+/*
+ * Receive one framed message: header checked, payload and fds read, but
+ * payload not decoded.  With @block, waits up to the timeout; without,
+ * returns 0 when no complete message is available yet (a partial one is
+ * kept for the next call).  Returns 1 with *@msgp set, 0, or -1 on EOF,
+ * error or protocol violation (the connection is then broken).
+ */
+int vfu_conn_recv(VfuConn *conn, VfuMsg **msgp, bool block, Error **errp);
+
+/*
+ * Decode a request received with vfu_conn_recv(), run the request
+ * function on it and send an error reply if that fails.  Frees @msg.
+ */
+void vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
+
+/*
+ * Send a request and wait for its reply, serving peer requests that come
+ * in meanwhile.  On success returns 0 and, if @reply is not NULL, the
+ * decoded reply.  An error reply from the peer returns its negative errno
+ * (-EIO when it gave none); a timeout or broken connection returns
+ * -ECONNRESET / -ETIMEDOUT.  @errp is set in every failure.
+ */
+int vfu_conn_call(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
+                  const int *fds, size_t nfds, VfuMsg **reply, Error **errp);
+
+/* Send a request flagged No_reply. */
+int vfu_conn_post(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
+                  Error **errp);
+
+/*
+ * VERSION handshake.  The client proposes its local limits and records
+ * the server's; the server answers @req (a VERSION request) with the
+ * limits it accepts and records the client's.
+ */
+int vfu_conn_negotiate_client(VfuConn *conn, Error **errp);
+int vfu_conn_negotiate_server(VfuConn *conn, VfuMsg *req, Error **errp);
+
+#endif /* HW_VFIO_USER_CONN_H */

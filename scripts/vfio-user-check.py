@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Run the vfio-user test binaries (glib tests) and count their TAP results.
+
+Prints each failing case and ends with the line 'N passed, N failed'
+(', N skipped' when some were skipped).  Exits non-zero when anything
+failed, a binary crashed or timed out, or no test ran at all.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+TAP_RE = re.compile(r'^(ok|not ok)\s+\d+\s*(?:-\s*)?(.*?)(\s+#\s*(SKIP|TODO).*)?$',
+                    re.IGNORECASE)
+
+
+def run_one(build, binary, env, timeout):
+    path = os.path.join(build, binary)
+    passed = failed = skipped = 0
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([path, '--tap', '-k'], cwd=build, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+        out = proc.stdout.decode(errors='replace')
+        rc = proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b'').decode(errors='replace')
+        rc = None
+    fail_lines = []
+    for line in out.splitlines():
+        m = TAP_RE.match(line.strip())
+        if not m:
+            continue
+        if m.group(4) and m.group(4).upper() == 'SKIP':
+            skipped += 1
+        elif m.group(1) == 'ok':
+            passed += 1
+        else:
+            failed += 1
+            fail_lines.append(line)
+    broken = rc is None or rc != 0 and not failed
+    secs = time.monotonic() - start
+    print(f'  {binary}: {passed} passed, {failed} failed'
+          + (f', {skipped} skipped' if skipped else '') + f' ({secs:.1f}s)',
+          flush=True)
+    if failed or broken:
+        print('--- output of ' + binary + ' ---')
+        print('\n'.join(out.splitlines()[-60:]))
+        print('---')
+    if broken:
+        why = 'timed out' if rc is None else f'exited with {rc}'
+        print(f'  {binary}: {why}')
+        failed += 1
+    return passed, failed, skipped
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--build', required=True)
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--timeout', type=int, default=600)
+    ap.add_argument('tests', nargs='+')
+    args = ap.parse_args()
+
+    env = dict(os.environ)
+    env['QTEST_QEMU_BINARY'] = args.qemu
+    env.setdefault('G_TEST_DBUS_DAEMON', '/bin/true')
+    env.setdefault('MALLOC_PERTURB_', '127')
+
+    total = [0, 0, 0]
+    for t in args.tests:
+        for i, v in enumerate(run_one(args.build, t, env, args.timeout)):
+            total[i] += v
+    passed, failed, skipped = total
+    if passed + failed == 0:
+        print('no test ran')
+        failed = 1
+    line = f'{passed} passed, {failed} failed'
+    if skipped:
+        line += f', {skipped} skipped'
+    print(line)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

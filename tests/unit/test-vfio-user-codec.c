@@ -1,0 +1,919 @@
+/*
+ * Unit tests of the vfio-user protocol core: codec and connection.
+ *
+ * Every test runs over a real socketpair, checks the result and that no
+ * file descriptor leaked.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/sockets.h"
+#include "qemu/module.h"
+#include "io/channel-socket.h"
+#include "hw/vfio-user/conn.h"
+#include <sys/eventfd.h>
+
+typedef struct Pair {
+    VfuConn *a;         /* "client" end */
+    VfuConn *b;         /* "server" end */
+    int raw;            /* dup of a's socket, for hand-made bytes */
+    int fds_before;
+} Pair;
+
+static int count_fds(void)
+{
+    g_autoptr(GDir) d = g_dir_open("/proc/self/fd", 0, NULL);
+    int n = 0;
+
+    g_assert(d);
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    return n;
+}
+
+static void pair_init2(Pair *p, const VfuLimits *la, const VfuLimits *lb)
+{
+    int sv[2];
+    QIOChannelSocket *sa, *sb;
+
+    p->fds_before = count_fds();
+    g_assert_cmpint(qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+    sa = qio_channel_socket_new_fd(sv[0], &error_abort);
+    sb = qio_channel_socket_new_fd(sv[1], &error_abort);
+    p->a = vfu_conn_new(QIO_CHANNEL(sa), "test-a", la);
+    p->b = vfu_conn_new(QIO_CHANNEL(sb), "test-b", lb);
+    object_unref(OBJECT(sa));
+    object_unref(OBJECT(sb));
+    vfu_conn_set_timeout(p->a, 2000);
+    vfu_conn_set_timeout(p->b, 2000);
+    p->raw = dup(sv[0]);
+}
+
+static void pair_init(Pair *p, const VfuLimits *limits)
+{
+    VfuLimits def;
+
+    if (!limits) {
+        vfu_limits_default(&def);
+        def.max_msg_fds = 8;
+        limits = &def;
+    }
+    pair_init2(p, limits, limits);
+}
+
+static void pair_finish(Pair *p)
+{
+    vfu_conn_free(p->a);
+    vfu_conn_free(p->b);
+    close(p->raw);
+    g_assert_cmpint(count_fds(), ==, p->fds_before);
+}
+
+/* Write a hand-made message on the raw end, with optional fds. */
+static void raw_send(Pair *p, uint16_t id, uint16_t cmd, uint32_t size,
+                     uint32_t flags, const void *payload, size_t len,
+                     const int *fds, size_t nfds)
+{
+    VfuHeader hdr = {
+        .msg_id = cpu_to_le16(id), .command = cpu_to_le16(cmd),
+        .size = cpu_to_le32(size), .flags = cpu_to_le32(flags),
+    };
+    struct iovec iov[2] = {
+        { &hdr, sizeof(hdr) }, { (void *)payload, len },
+    };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+    char ctl[CMSG_SPACE(sizeof(int) * 16)] = { 0 };
+
+    if (nfds) {
+        struct cmsghdr *cm;
+
+        mh.msg_control = ctl;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    g_assert_cmpint(sendmsg(p->raw, &mh, 0), ==, sizeof(hdr) + len);
+}
+
+/* Receive on b and decode; returns the decode result. */
+static int recv_decode(Pair *p, VfuMsg **msgp)
+{
+    Error *err = NULL;
+    int ret;
+
+    g_assert_cmpint(vfu_conn_recv(p->b, msgp, true, &error_abort), ==, 1);
+    ret = vfu_msg_decode(*msgp, vfu_conn_local_limits(p->b), &err);
+    g_assert(!ret == !err);
+    error_free(err);
+    return ret;
+}
+
+/* ---- round trips ---------------------------------------------------- */
+
+typedef struct RoundTrip {
+    const char *name;
+    uint16_t cmd;
+    bool reply;
+    size_t len;
+    uint8_t payload[96];
+    unsigned nfds;
+} RoundTrip;
+
+static void fill(RoundTrip *rt, const void *src, size_t len)
+{
+    g_assert(len <= sizeof(rt->payload));
+    memcpy(rt->payload, src, len);
+    rt->len = len;
+}
+
+static GPtrArray *round_trips(void)
+{
+    GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+    RoundTrip *rt;
+
+#define ADD(n, c, r, f, ...) do {                                   \
+        rt = g_new0(RoundTrip, 1);                                   \
+        rt->name = n; rt->cmd = c; rt->reply = r; rt->nfds = f;      \
+        __VA_ARGS__                                                  \
+        g_ptr_array_add(a, rt);                                      \
+    } while (0)
+
+    ADD("dma-map", VFU_CMD_DMA_MAP, false, 1, {
+        VfuDmaMap m = { 32, VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE,
+                        0x1000, 0x100000, 0x200000 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-map-reply", VFU_CMD_DMA_MAP, true, 0, {});
+    ADD("dma-unmap", VFU_CMD_DMA_UNMAP, false, 0, {
+        VfuDmaUnmap m = { 24, 0, 0x100000, 0x200000 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-unmap-reply", VFU_CMD_DMA_UNMAP, true, 0, {
+        VfuDmaUnmap m = { 24, 0, 0x100000, 0x200000 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("get-info", VFU_CMD_DEVICE_GET_INFO, false, 0, {
+        VfuDeviceInfo m = { 16, 0, 0, 0 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("get-info-reply", VFU_CMD_DEVICE_GET_INFO, true, 0, {
+        VfuDeviceInfo m = { 16, VFU_DEV_F_PCI | VFU_DEV_F_RESET, 9, 5 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-info", VFU_CMD_DEVICE_GET_REGION_INFO, false, 0, {
+        VfuRegionInfo m = { .argsz = 32, .index = 7 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-info-reply-sparse", VFU_CMD_DEVICE_GET_REGION_INFO, true, 1, {
+        struct QEMU_PACKED {
+            VfuRegionInfo i;
+            VfuCapSparseMmap s;
+            VfuSparseMmapArea area[2];
+        } m = {
+            { 32 + 16 + 32, VFU_REGION_F_READ | VFU_REGION_F_MMAP |
+              VFU_REGION_F_CAPS, 0, 32, 0x4000, 0 },
+            { { VFU_REGION_CAP_SPARSE_MMAP, 1, 0 }, 2, 0 },
+            { { 0, 0x1000 }, { 0x3000, 0x1000 } },
+        };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-io-fds", VFU_CMD_DEVICE_GET_REGION_IO_FDS, false, 0, {
+        VfuRegionIoFds m = { 16, 0, 0, 0 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-io-fds-reply", VFU_CMD_DEVICE_GET_REGION_IO_FDS, true, 2, {
+        struct QEMU_PACKED {
+            VfuRegionIoFds h;
+            VfuSubRegionIoFd s[2];
+        } m = {
+            { 16 + 80, 0, 0, 2 },
+            { { 0x1000, 4, 0, VFU_IO_FD_TYPE_IOEVENTFD, 0, 0, 0 },
+              { 0x1004, 4, 1, VFU_IO_FD_TYPE_IOEVENTFD,
+                VFU_IOEVENTFD_F_DATAMATCH, 0, 7 } },
+        };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("irq-info", VFU_CMD_DEVICE_GET_IRQ_INFO, false, 0, {
+        VfuIrqInfo m = { 16, 0, VFU_PCI_MSIX_IRQ, 0 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("irq-info-reply", VFU_CMD_DEVICE_GET_IRQ_INFO, true, 0, {
+        VfuIrqInfo m = { 16, VFU_IRQ_INFO_F_EVENTFD | VFU_IRQ_INFO_F_NORESIZE,
+                         VFU_PCI_MSIX_IRQ, 64 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("set-irqs-eventfd", VFU_CMD_DEVICE_SET_IRQS, false, 3, {
+        VfuIrqSet m = { 20, VFU_IRQ_SET_DATA_EVENTFD |
+                        VFU_IRQ_SET_ACTION_TRIGGER, VFU_PCI_MSIX_IRQ, 0, 3 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("set-irqs-bool", VFU_CMD_DEVICE_SET_IRQS, false, 0, {
+        struct QEMU_PACKED { VfuIrqSet s; uint8_t b[4]; } m = {
+            { 24, VFU_IRQ_SET_DATA_BOOL | VFU_IRQ_SET_ACTION_MASK,
+              VFU_PCI_MSI_IRQ, 0, 4 }, { 1, 0, 1, 0 } };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("set-irqs-reply", VFU_CMD_DEVICE_SET_IRQS, true, 0, {});
+    ADD("region-read", VFU_CMD_REGION_READ, false, 0, {
+        VfuRegionAccess m = { 0x10, VFU_PCI_CONFIG_REGION, 4 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-read-reply", VFU_CMD_REGION_READ, true, 0, {
+        struct QEMU_PACKED { VfuRegionAccess a; uint32_t v; } m = {
+            { 0x10, VFU_PCI_CONFIG_REGION, 4 }, cpu_to_le32(0xfebc0000) };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-write", VFU_CMD_REGION_WRITE, false, 0, {
+        struct QEMU_PACKED { VfuRegionAccess a; uint64_t v; } m = {
+            { 0x8, 0, 8 }, 0x1122334455667788ULL };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-write-reply", VFU_CMD_REGION_WRITE, true, 0, {
+        VfuRegionAccess m = { 0x8, 0, 8 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-read", VFU_CMD_DMA_READ, false, 0, {
+        VfuDmaAccess m = { 0x100000, 64 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-read-reply", VFU_CMD_DMA_READ, true, 0, {
+        struct QEMU_PACKED { VfuDmaAccess a; uint8_t d[8]; } m = {
+            { 0x100000, 8 }, "abcdefg" };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-write", VFU_CMD_DMA_WRITE, false, 0, {
+        struct QEMU_PACKED { VfuDmaAccess a; uint8_t d[8]; } m = {
+            { 0x100000, 8 }, "1234567" };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("dma-write-reply", VFU_CMD_DMA_WRITE, true, 0, {
+        VfuDmaAccess m = { 0x100000, 8 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("device-reset", VFU_CMD_DEVICE_RESET, false, 0, {});
+    ADD("device-reset-reply", VFU_CMD_DEVICE_RESET, true, 0, {});
+    ADD("region-write-multi", VFU_CMD_REGION_WRITE_MULTI, false, 0, {
+        struct QEMU_PACKED { VfuWriteMulti m; VfuWriteMultiEntry e[2]; } m = {
+            { 2 }, { { 0x0, 0, 4, { 1, 2, 3, 4 } },
+                     { 0x8, 2, 2, { 5, 6 } } } };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("region-write-multi-reply", VFU_CMD_REGION_WRITE_MULTI, true, 0, {
+        VfuWriteMulti m = { 2 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("device-feature", VFU_CMD_DEVICE_FEATURE, false, 0, {
+        VfuDeviceFeature m = { 8, VFU_DEVICE_FEATURE_PROBE | 1 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("device-feature-reply", VFU_CMD_DEVICE_FEATURE, true, 0, {
+        VfuDeviceFeature m = { 8, VFU_DEVICE_FEATURE_PROBE | 1 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("mig-data-read", VFU_CMD_MIG_DATA_READ, false, 0, {
+        VfuMigData m = { 8, 4096 };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("mig-data-read-reply", VFU_CMD_MIG_DATA_READ, true, 0, {
+        struct QEMU_PACKED { VfuMigData m; uint8_t d[4]; } m = {
+            { 12, 4 }, { 9, 8, 7, 6 } };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("mig-data-write", VFU_CMD_MIG_DATA_WRITE, false, 0, {
+        struct QEMU_PACKED { VfuMigData m; uint8_t d[4]; } m = {
+            { 12, 4 }, { 9, 8, 7, 6 } };
+        fill(rt, &m, sizeof(m));
+    });
+    ADD("mig-data-write-reply", VFU_CMD_MIG_DATA_WRITE, true, 0, {
+        VfuMigData m = { 8, 4 };
+        fill(rt, &m, sizeof(m));
+    });
+#undef ADD
+    return a;
+}
+
+static void test_round_trip(gconstpointer opaque)
+{
+    const RoundTrip *rt = opaque;
+    g_autoptr(VfuMsg) msg = NULL;
+    uint8_t copy[sizeof(rt->payload)];
+    int fds[4];
+    Pair p;
+
+    pair_init(&p, NULL);
+    for (unsigned i = 0; i < rt->nfds; i++) {
+        fds[i] = eventfd(0, EFD_CLOEXEC);
+        g_assert_cmpint(fds[i], >=, 0);
+    }
+    memcpy(copy, rt->payload, rt->len);
+    g_assert_cmpint(vfu_conn_send(p.a, rt->cmd, 0x1234,
+                                  rt->reply ? VFU_F_TYPE_REPLY :
+                                  VFU_F_TYPE_COMMAND, 0,
+                                  rt->len ? copy : NULL, rt->len,
+                                  fds, rt->nfds, &error_abort), ==, 0);
+    /* the sender's buffer is given back in host order */
+    g_assert(memcmp(copy, rt->payload, rt->len) == 0);
+    for (unsigned i = 0; i < rt->nfds; i++) {
+        close(fds[i]);
+    }
+
+    g_assert_cmpint(recv_decode(&p, &msg), ==, 0);
+    g_assert_cmpuint(msg->hdr.msg_id, ==, 0x1234);
+    g_assert_cmpuint(msg->hdr.command, ==, rt->cmd);
+    g_assert_cmpuint(msg->hdr.size, ==, sizeof(VfuHeader) + rt->len);
+    g_assert(vfu_msg_is_reply(msg) == rt->reply);
+    g_assert_cmpuint(msg->len, ==, rt->len);
+    g_assert(memcmp(msg->payload, rt->payload, rt->len) == 0);
+    g_assert_cmpuint(msg->nfds, ==, rt->nfds);
+    /* the fds are live: an eventfd can be written */
+    for (unsigned i = 0; i < msg->nfds; i++) {
+        uint64_t one = 1;
+        g_assert_cmpint(write(msg->fds[i], &one, 8), ==, 8);
+    }
+    vfu_msg_free(g_steal_pointer(&msg));
+    pair_finish(&p);
+}
+
+static void test_version_round_trip(void)
+{
+    VfuLimits in = {
+        .max_msg_fds = 7, .max_data_xfer_size = 65536,
+        .max_dma_maps = 123, .pgsizes = 0x201000, .write_multiple = true,
+    }, out;
+    g_autofree void *pl = NULL;
+    g_autoptr(VfuMsg) msg = NULL;
+    uint16_t major, minor;
+    size_t len;
+    Pair p;
+
+    pair_init(&p, NULL);
+    pl = vfu_version_encode(0, 2, &in, &len);
+    g_assert_cmpint(vfu_conn_send(p.a, VFU_CMD_VERSION, 1, 0, 0, pl, len,
+                                  NULL, 0, &error_abort), ==, 0);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, 0);
+    g_assert(vfu_version_parse(msg->payload, msg->len, &major, &minor, &out,
+                               &error_abort));
+    g_assert_cmpuint(major, ==, 0);
+    g_assert_cmpuint(minor, ==, 2);
+    g_assert_cmpuint(out.max_msg_fds, ==, 7);
+    g_assert_cmpuint(out.max_data_xfer_size, ==, 65536);
+    g_assert_cmpuint(out.max_dma_maps, ==, 123);
+    g_assert_cmpuint(out.pgsizes, ==, 0x201000);
+    g_assert(out.write_multiple);
+    vfu_msg_free(g_steal_pointer(&msg));
+    pair_finish(&p);
+}
+
+/* ---- VERSION capability parsing ------------------------------------- */
+
+static bool parse_json(const char *json, uint16_t major, VfuLimits *caps,
+                       Error **errp)
+{
+    size_t jl = strlen(json) + 1;
+    g_autofree VfuVersion *v = g_malloc0(sizeof(*v) + jl);
+    uint16_t ma, mi;
+
+    v->major = major;
+    v->minor = 0;
+    memcpy(v->data, json, jl);
+    return vfu_version_parse(v, sizeof(*v) + jl, &ma, &mi, caps, errp);
+}
+
+static void test_version_defaults_and_unknown(void)
+{
+    VfuLimits caps;
+
+    /* no JSON at all */
+    VfuVersion bare = { 0, 1 };
+    uint16_t ma, mi;
+    g_assert(vfu_version_parse(&bare, sizeof(bare), &ma, &mi, &caps,
+                               &error_abort));
+    g_assert_cmpuint(caps.max_msg_fds, ==, 1);
+    g_assert_cmpuint(caps.max_data_xfer_size, ==, 1024 * 1024);
+    g_assert_cmpuint(caps.max_dma_maps, ==, 65535);
+    g_assert_cmpuint(caps.pgsizes, ==, 4096);
+
+    /* unknown and newer capabilities are ignored */
+    g_assert(parse_json("{\"capabilities\":{\"max_msg_fds\":4,"
+                        "\"migration\":{\"pgsize\":4096,"
+                        "\"max_bitmap_size\":1048576},"
+                        "\"twin_socket\":{\"supported\":false},"
+                        "\"frobnicate\":[1,2,3]},\"vendor\":\"x\"}",
+                        0, &caps, &error_abort));
+    g_assert_cmpuint(caps.max_msg_fds, ==, 4);
+    g_assert_cmpuint(caps.max_data_xfer_size, ==, 1024 * 1024);
+}
+
+static void test_version_bad(void)
+{
+    static const char *const bad[] = {
+        "{\"capabilities\":",                       /* malformed */
+        "[1,2]",                                    /* not an object */
+        "{\"capabilities\":[]}",                    /* caps not an object */
+        "{\"capabilities\":{\"max_msg_fds\":-1}}",
+        "{\"capabilities\":{\"max_msg_fds\":\"8\"}}",
+        "{\"capabilities\":{\"max_data_xfer_size\":0}}",
+        "{\"capabilities\":{\"max_data_xfer_size\":1.5}}",
+        "{\"capabilities\":{\"pgsizes\":0}}",
+        "{\"capabilities\":{\"max_dma_maps\":true}}",
+        "{\"capabilities\":{\"write_multiple\":1}}",
+        "not json at all",
+    };
+    VfuLimits caps;
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        Error *err = NULL;
+
+        g_assert(!parse_json(bad[i], 0, &caps, &err));
+        g_assert(err);
+        error_free(err);
+    }
+}
+
+static void test_version_wrong_major(void)
+{
+    VfuLimits caps;
+    Error *err = NULL;
+
+    g_assert(!parse_json("{}", 1, &caps, &err));
+    g_assert(strstr(error_get_pretty(err), "major"));
+    error_free(err);
+}
+
+static void test_version_no_nul(void)
+{
+    uint8_t buf[4 + 8] = { 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ',
+                           ' ' };
+    g_autoptr(VfuMsg) msg = NULL;
+    uint16_t ma, mi;
+    VfuLimits caps;
+    Error *err = NULL;
+    Pair p;
+
+    g_assert(!vfu_version_parse(buf, sizeof(buf), &ma, &mi, &caps, &err));
+    error_free(err);
+
+    /* the codec rejects it before the parser sees it */
+    pair_init(&p, NULL);
+    raw_send(&p, 1, VFU_CMD_VERSION, 16 + sizeof(buf), 0, buf, sizeof(buf),
+             NULL, 0);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, -EINVAL);
+    vfu_msg_free(g_steal_pointer(&msg));
+    pair_finish(&p);
+}
+
+/* ---- framing errors ------------------------------------------------- */
+
+static void expect_recv_error(Pair *p, const char *what)
+{
+    VfuMsg *msg = NULL;
+    Error *err = NULL;
+
+    g_assert_cmpint(vfu_conn_recv(p->b, &msg, true, &err), ==, -1);
+    g_assert(!msg);
+    g_assert(err);
+    g_assert(strstr(error_get_pretty(err), what));
+    error_free(err);
+    g_assert(vfu_conn_is_broken(p->b));
+}
+
+static void test_truncated_header(void)
+{
+    Pair p;
+    uint8_t half[8] = { 1, 0, 4, 0, 32, 0, 0, 0 };
+
+    pair_init(&p, NULL);
+    g_assert_cmpint(write(p.raw, half, sizeof(half)), ==, sizeof(half));
+    shutdown(p.raw, SHUT_WR);
+    expect_recv_error(&p, "closed");
+    pair_finish(&p);
+}
+
+static void test_size_below_header(void)
+{
+    Pair p;
+
+    pair_init(&p, NULL);
+    raw_send(&p, 1, VFU_CMD_DEVICE_GET_INFO, 8, 0, NULL, 0, NULL, 0);
+    expect_recv_error(&p, "smaller than the header");
+    pair_finish(&p);
+}
+
+static void test_size_above_max(void)
+{
+    Pair p;
+    int efd;
+
+    pair_init(&p, NULL);
+    efd = eventfd(0, EFD_CLOEXEC);
+    /* with an fd attached: it must be closed, not leaked */
+    raw_send(&p, 1, VFU_CMD_REGION_WRITE, 64 * 1024 * 1024, 0, NULL, 0,
+             &efd, 1);
+    close(efd);
+    expect_recv_error(&p, "exceeds the limit");
+    pair_finish(&p);
+}
+
+static void test_bad_flags(void)
+{
+    Pair p;
+
+    pair_init(&p, NULL);
+    raw_send(&p, 1, VFU_CMD_DEVICE_RESET, 16, 0x7, NULL, 0, NULL, 0);
+    expect_recv_error(&p, "unknown message type");
+    pair_finish(&p);
+
+    pair_init(&p, NULL);
+    raw_send(&p, 1, VFU_CMD_DEVICE_RESET, 16, 1u << 9, NULL, 0, NULL, 0);
+    expect_recv_error(&p, "unknown header flags");
+    pair_finish(&p);
+}
+
+/* A message dribbled a byte at a time still arrives whole. */
+static void test_split_writes(void)
+{
+    VfuRegionAccess ra = { 0x40, 2, 4 };
+    VfuHeader hdr = { 9, VFU_CMD_REGION_READ, 32, 0, 0 };
+    uint8_t wire[32];
+    g_autoptr(VfuMsg) msg = NULL;
+    Pair p;
+    int got = 0;
+
+    memcpy(wire, &hdr, 16);
+    memcpy(wire + 16, &ra, 16);
+    pair_init(&p, NULL);
+    for (size_t i = 0; i < sizeof(wire); i++) {
+        g_assert_cmpint(write(p.raw, wire + i, 1), ==, 1);
+        got = vfu_conn_recv(p.b, &msg, false, &error_abort);
+        g_assert_cmpint(got, ==, i == sizeof(wire) - 1);
+    }
+    g_assert_cmpint(vfu_msg_decode(msg, vfu_conn_local_limits(p.b),
+                                   &error_abort), ==, 0);
+    g_assert_cmpuint(((VfuRegionAccess *)msg->payload)->offset, ==, 0x40);
+    vfu_msg_free(g_steal_pointer(&msg));
+    pair_finish(&p);
+}
+
+/* ---- payload errors: the message is rejected, the stream goes on ---- */
+
+typedef struct BadPayload {
+    const char *name;
+    uint16_t cmd;
+    uint32_t flags;
+    size_t len;
+    uint8_t payload[64];
+    int expect;
+} BadPayload;
+
+static const BadPayload bad_payloads[] = {
+    { "dma-map-short", VFU_CMD_DMA_MAP, 0, 24, { 0 }, -EINVAL },
+    { "dma-map-long", VFU_CMD_DMA_MAP, 0, 40, { 0 }, -EINVAL },
+    { "dma-unmap-odd", VFU_CMD_DMA_UNMAP, 0, 30, { 0 }, -EINVAL },
+    { "get-info-short", VFU_CMD_DEVICE_GET_INFO, 0, 8, { 0 }, -EINVAL },
+    { "region-info-short", VFU_CMD_DEVICE_GET_REGION_INFO, 0, 16, { 0 },
+      -EINVAL },
+    { "irq-info-long", VFU_CMD_DEVICE_GET_IRQ_INFO, 0, 20, { 0 }, -EINVAL },
+    { "set-irqs-short", VFU_CMD_DEVICE_SET_IRQS, 0, 12, { 0 }, -EINVAL },
+    /* argsz 20 but 24 bytes sent */
+    { "set-irqs-argsz", VFU_CMD_DEVICE_SET_IRQS, 0, 24,
+      { 20, 0, 0, 0, 1, 0, 0, 0 }, -EINVAL },
+    /* DATA_BOOL for 8 irqs but no bools */
+    { "set-irqs-bool", VFU_CMD_DEVICE_SET_IRQS, 0, 20,
+      { 20, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8 }, -EINVAL },
+    { "region-read-long", VFU_CMD_REGION_READ, 0, 20, { 0 }, -EINVAL },
+    /* count 0x200000 > max_data_xfer_size */
+    { "region-read-huge", VFU_CMD_REGION_READ, 0, 16,
+      { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0 }, -E2BIG },
+    /* count 8, 4 data bytes */
+    { "region-write-lies", VFU_CMD_REGION_WRITE, 0, 20,
+      { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8 }, -EINVAL },
+    { "dma-read-short", VFU_CMD_DMA_READ, 0, 8, { 0 }, -EINVAL },
+    /* count 2^63 */
+    { "dma-write-huge", VFU_CMD_DMA_WRITE, 0, 16,
+      { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80 }, -E2BIG },
+    { "reset-payload", VFU_CMD_DEVICE_RESET, 0, 4, { 0 }, -EINVAL },
+    { "write-multi-zero", VFU_CMD_REGION_WRITE_MULTI, 0, 8, { 0 }, -EINVAL },
+    /* one entry announced, none sent */
+    { "write-multi-short", VFU_CMD_REGION_WRITE_MULTI, 0, 8, { 1 }, -EINVAL },
+    /* entry with count 9 */
+    { "write-multi-count", VFU_CMD_REGION_WRITE_MULTI, 0, 32,
+      { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 9, 0, 0, 0 }, -EINVAL },
+    { "mig-write-lies", VFU_CMD_MIG_DATA_WRITE, 0, 8, { 8, 0, 0, 0, 4 },
+      -EINVAL },
+    { "unknown-command", 99, 0, 0, { 0 }, -ENOSYS },
+    { "command-zero", 0, 0, 0, { 0 }, -ENOSYS },
+    { "dirty-pages", VFU_CMD_DIRTY_PAGES, 0, 16, { 0 }, -ENOSYS },
+    /* replies */
+    { "reply-region-read-lies", VFU_CMD_REGION_READ, VFU_F_TYPE_REPLY, 16,
+      { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4 }, -EINVAL },
+    { "reply-get-info-short", VFU_CMD_DEVICE_GET_INFO, VFU_F_TYPE_REPLY, 4,
+      { 0 }, -EINVAL },
+    { "reply-dma-map-payload", VFU_CMD_DMA_MAP, VFU_F_TYPE_REPLY, 8, { 0 },
+      -EINVAL },
+    { "reply-unknown-command", 77, VFU_F_TYPE_REPLY, 0, { 0 }, -EINVAL },
+};
+
+static void test_bad_payload(gconstpointer opaque)
+{
+    const BadPayload *bp = opaque;
+    g_autoptr(VfuMsg) msg = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    raw_send(&p, 5, bp->cmd, 16 + bp->len, bp->flags, bp->payload, bp->len,
+             NULL, 0);
+    /* a valid message after it still comes through */
+    raw_send(&p, 6, VFU_CMD_DEVICE_RESET, 16, 0, NULL, 0, NULL, 0);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, bp->expect);
+    vfu_msg_free(g_steal_pointer(&msg));
+    g_assert_cmpint(recv_decode(&p, &msg), ==, 0);
+    g_assert_cmpuint(msg->hdr.msg_id, ==, 6);
+    vfu_msg_free(g_steal_pointer(&msg));
+    pair_finish(&p);
+}
+
+/* ---- file descriptors ----------------------------------------------- */
+
+static void test_fds_on_fdless_command(void)
+{
+    VfuDeviceInfo info = { 16 };
+    g_autoptr(VfuMsg) msg = NULL;
+    int efd;
+    Pair p;
+
+    pair_init(&p, NULL);
+    efd = eventfd(0, EFD_CLOEXEC);
+    raw_send(&p, 1, VFU_CMD_DEVICE_GET_INFO, 32, 0, &info, 16, &efd, 1);
+    close(efd);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, -EINVAL);
+    g_assert_cmpuint(msg->nfds, ==, 1);
+    vfu_msg_free(g_steal_pointer(&msg));     /* closes the fd */
+    pair_finish(&p);
+}
+
+static void test_too_many_fds(void)
+{
+    VfuDmaMap map = { 32, VFU_DMA_MAP_F_READ, 0, 0x10000, 0x1000 };
+    VfuIrqSet set = { 20, VFU_IRQ_SET_DATA_EVENTFD |
+                      VFU_IRQ_SET_ACTION_TRIGGER, 2, 0, 2 };
+    g_autoptr(VfuMsg) msg = NULL;
+    int efd[3];
+    Pair p;
+
+    pair_init(&p, NULL);
+    for (int i = 0; i < 3; i++) {
+        efd[i] = eventfd(0, EFD_CLOEXEC);
+    }
+    /* DMA_MAP takes one fd */
+    raw_send(&p, 1, VFU_CMD_DMA_MAP, 48, 0, &map, 32, efd, 3);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, -EINVAL);
+    vfu_msg_free(g_steal_pointer(&msg));
+    /* SET_IRQS with count 2 and 3 eventfds */
+    raw_send(&p, 2, VFU_CMD_DEVICE_SET_IRQS, 36, 0, &set, 20, efd, 3);
+    g_assert_cmpint(recv_decode(&p, &msg), ==, -EINVAL);
+    vfu_msg_free(g_steal_pointer(&msg));
+    for (int i = 0; i < 3; i++) {
+        close(efd[i]);
+    }
+    pair_finish(&p);
+}
+
+/* ---- calls: reply matching, errors, timeouts, nested requests ------- */
+
+static void test_call_stray_reply(void)
+{
+    VfuDeviceInfo info = { 16, VFU_DEV_F_PCI, 9, 5 };
+    g_autoptr(VfuMsg) reply = NULL;
+    VfuDeviceInfo req = { 16 };
+    Pair p;
+
+    pair_init(&p, NULL);
+    /* queue the answers first: a reply to nothing, then the real one */
+    vfu_conn_send(p.b, VFU_CMD_DEVICE_GET_INFO, 4242, VFU_F_TYPE_REPLY, 0,
+                  &info, 16, NULL, 0, &error_abort);
+    vfu_conn_send(p.b, VFU_CMD_DEVICE_GET_INFO, 1, VFU_F_TYPE_REPLY, 0,
+                  &info, 16, NULL, 0, &error_abort);
+    g_assert_cmpint(vfu_conn_call(p.a, VFU_CMD_DEVICE_GET_INFO, &req,
+                                  sizeof(req), NULL, 0, &reply,
+                                  &error_abort), ==, 0);
+    g_assert_cmpuint(reply->hdr.msg_id, ==, 1);
+    g_assert_cmpuint(((VfuDeviceInfo *)reply->payload)->num_regions, ==, 9);
+    vfu_msg_free(g_steal_pointer(&reply));
+    pair_finish(&p);
+}
+
+static void test_call_error_reply(void)
+{
+    Error *err = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    vfu_conn_send(p.b, VFU_CMD_DEVICE_RESET, 1, VFU_F_TYPE_REPLY | VFU_F_ERROR,
+                  EBUSY, NULL, 0, NULL, 0, &error_abort);
+    g_assert_cmpint(vfu_conn_call(p.a, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0,
+                                  NULL, &err), ==, -EBUSY);
+    g_assert(strstr(error_get_pretty(err), g_strerror(EBUSY)));
+    error_free(err);
+    g_assert(!vfu_conn_is_broken(p.a));
+    pair_finish(&p);
+}
+
+static void test_call_timeout(void)
+{
+    Error *err = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    vfu_conn_set_timeout(p.a, 100);
+    g_assert_cmpint(vfu_conn_call(p.a, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0,
+                                  NULL, &err), <, 0);
+    g_assert(strstr(error_get_pretty(err), "no answer"));
+    error_free(err);
+    g_assert(vfu_conn_is_broken(p.a));
+    pair_finish(&p);
+}
+
+static int serve_dma_read(VfuConn *c, VfuMsg *msg, void *opaque)
+{
+    VfuDmaAccess *a = (VfuDmaAccess *)msg->payload;
+    struct QEMU_PACKED { VfuDmaAccess a; uint8_t d[4]; } r;
+    int *served = opaque;
+
+    if (msg->hdr.command != VFU_CMD_DMA_READ || a->count != 4) {
+        return -EINVAL;
+    }
+    r.a = *a;
+    memcpy(r.d, "dma!", 4);
+    (*served)++;
+    return vfu_conn_reply(c, msg, &r, sizeof(r), NULL, 0, &error_abort);
+}
+
+/* The peer's DMA_READ arriving before our reply is served inline. */
+static void test_call_nested_request(void)
+{
+    VfuDmaAccess dr = { 0x1000, 4 };
+    g_autoptr(VfuMsg) m = NULL;
+    int served = 0;
+    Pair p;
+
+    pair_init(&p, NULL);
+    vfu_conn_set_request_func(p.a, serve_dma_read, &served);
+    vfu_conn_send(p.b, VFU_CMD_DMA_READ, 77, 0, 0, &dr, sizeof(dr), NULL, 0,
+                  &error_abort);
+    vfu_conn_send(p.b, VFU_CMD_DEVICE_RESET, 1, VFU_F_TYPE_REPLY, 0, NULL, 0,
+                  NULL, 0, &error_abort);
+    g_assert_cmpint(vfu_conn_call(p.a, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0,
+                                  NULL, &error_abort), ==, 0);
+    g_assert_cmpint(served, ==, 1);
+
+    /* b sees our RESET request, then the DMA_READ reply */
+    g_assert_cmpint(recv_decode(&p, &m), ==, 0);
+    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DEVICE_RESET);
+    vfu_msg_free(g_steal_pointer(&m));
+    g_assert_cmpint(recv_decode(&p, &m), ==, 0);
+    g_assert(vfu_msg_is_reply(m));
+    g_assert_cmpuint(m->hdr.msg_id, ==, 77);
+    g_assert(memcmp(m->payload + 16, "dma!", 4) == 0);
+    vfu_msg_free(g_steal_pointer(&m));
+    pair_finish(&p);
+}
+
+/* A bad request gets an error reply carrying the errno. */
+static void test_error_reply_errno(void)
+{
+    VfuRegionAccess ra = { 0, 0, 0x7fffffff };
+    g_autoptr(VfuMsg) m = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    raw_send(&p, 33, VFU_CMD_REGION_READ, 32, 0, &ra, sizeof(ra), NULL, 0);
+    g_assert_cmpint(vfu_conn_recv(p.b, &m, true, &error_abort), ==, 1);
+    vfu_conn_handle_request(p.b, g_steal_pointer(&m));
+    g_assert_cmpint(vfu_conn_recv(p.a, &m, true, &error_abort), ==, 1);
+    g_assert(vfu_msg_is_reply(m));
+    g_assert(m->hdr.flags & VFU_F_ERROR);
+    g_assert_cmpuint(m->hdr.error, ==, E2BIG);
+    g_assert_cmpuint(m->hdr.msg_id, ==, 33);
+    vfu_msg_free(g_steal_pointer(&m));
+    pair_finish(&p);
+}
+
+/* ---- negotiation, both roles in one process ------------------------- */
+
+static gpointer server_thread(gpointer opaque)
+{
+    VfuConn *c = opaque;
+    VfuMsg *req = NULL;
+    Error *err = NULL;
+    int ret;
+
+    if (vfu_conn_recv(c, &req, true, &err) != 1) {
+        error_free(err);
+        return GINT_TO_POINTER(-1);
+    }
+    ret = vfu_conn_negotiate_server(c, req, &err);
+    error_free(err);
+    vfu_msg_free(req);
+    return GINT_TO_POINTER(ret);
+}
+
+static void test_negotiate(void)
+{
+    VfuLimits cl = { 4, 65536, 100, 4096, false };
+    VfuLimits sl = { 16, 1024 * 1024, 200, 0x1000 | 0x200000, true };
+    Pair p;
+    GThread *t;
+
+    pair_init2(&p, &cl, &sl);
+    t = g_thread_new("server", server_thread, p.b);
+    g_assert_cmpint(vfu_conn_negotiate_client(p.a, &error_abort), ==, 0);
+    g_assert_cmpint(GPOINTER_TO_INT(g_thread_join(t)), ==, 0);
+
+    /* each side knows what the other accepts */
+    g_assert_cmpuint(vfu_conn_peer_limits(p.a)->max_msg_fds, ==, 16);
+    g_assert_cmpuint(vfu_conn_peer_limits(p.a)->max_dma_maps, ==, 200);
+    g_assert_cmpuint(vfu_conn_peer_limits(p.a)->pgsizes, ==, 0x201000);
+    g_assert(!vfu_conn_peer_limits(p.a)->write_multiple);
+    g_assert_cmpuint(vfu_conn_peer_limits(p.b)->max_msg_fds, ==, 4);
+    g_assert_cmpuint(vfu_conn_peer_limits(p.b)->max_data_xfer_size, ==, 65536);
+    pair_finish(&p);
+}
+
+static void test_negotiate_server_rejects(void)
+{
+    g_autoptr(VfuMsg) req = NULL, reply = NULL;
+    const char bad[] = "\x01\x00\x00\x00{}";   /* major 1 */
+    Error *err = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    raw_send(&p, 3, VFU_CMD_VERSION, 16 + sizeof(bad), 0, bad, sizeof(bad),
+             NULL, 0);
+    g_assert_cmpint(vfu_conn_recv(p.b, &req, true, &error_abort), ==, 1);
+    g_assert_cmpint(vfu_conn_negotiate_server(p.b, req, &err), <, 0);
+    error_free(err);
+    g_assert_cmpint(vfu_conn_recv(p.a, &reply, true, &error_abort), ==, 1);
+    g_assert(reply->hdr.flags & VFU_F_ERROR);
+    vfu_msg_free(g_steal_pointer(&req));
+    vfu_msg_free(g_steal_pointer(&reply));
+    pair_finish(&p);
+}
+
+int main(int argc, char **argv)
+{
+    g_autoptr(GPtrArray) rts = NULL;
+
+    g_test_init(&argc, &argv, NULL);
+    module_call_init(MODULE_INIT_QOM);
+
+    rts = round_trips();
+    for (guint i = 0; i < rts->len; i++) {
+        RoundTrip *rt = g_ptr_array_index(rts, i);
+        g_autofree char *path = g_strdup_printf("/vfio-user/codec/round-trip/%s",
+                                                rt->name);
+        g_test_add_data_func(path, rt, test_round_trip);
+    }
+    g_test_add_func("/vfio-user/codec/round-trip/version",
+                    test_version_round_trip);
+    g_test_add_func("/vfio-user/codec/version/defaults-unknown",
+                    test_version_defaults_and_unknown);
+    g_test_add_func("/vfio-user/codec/version/bad-json", test_version_bad);
+    g_test_add_func("/vfio-user/codec/version/wrong-major",
+                    test_version_wrong_major);
+    g_test_add_func("/vfio-user/codec/version/no-nul", test_version_no_nul);
+    g_test_add_func("/vfio-user/codec/framing/truncated-header",
+                    test_truncated_header);
+    g_test_add_func("/vfio-user/codec/framing/size-below-header",
+                    test_size_below_header);
+    g_test_add_func("/vfio-user/codec/framing/size-above-max",
+                    test_size_above_max);
+    g_test_add_func("/vfio-user/codec/framing/bad-flags", test_bad_flags);
+    g_test_add_func("/vfio-user/codec/framing/split-writes",
+                    test_split_writes);
+    for (size_t i = 0; i < ARRAY_SIZE(bad_payloads); i++) {
+        g_autofree char *path = g_strdup_printf("/vfio-user/codec/bad/%s",
+                                                bad_payloads[i].name);
+        g_test_add_data_func(path, &bad_payloads[i], test_bad_payload);
+    }
+    g_test_add_func("/vfio-user/codec/fds/on-fdless-command",
+                    test_fds_on_fdless_command);
+    g_test_add_func("/vfio-user/codec/fds/too-many", test_too_many_fds);
+    g_test_add_func("/vfio-user/conn/call/stray-reply", test_call_stray_reply);
+    g_test_add_func("/vfio-user/conn/call/error-reply", test_call_error_reply);
+    g_test_add_func("/vfio-user/conn/call/timeout", test_call_timeout);
+    g_test_add_func("/vfio-user/conn/call/nested-request",
+                    test_call_nested_request);
+    g_test_add_func("/vfio-user/conn/error-reply-errno",
+                    test_error_reply_errno);
+    g_test_add_func("/vfio-user/conn/negotiate", test_negotiate);
+    g_test_add_func("/vfio-user/conn/negotiate-server-rejects",
+                    test_negotiate_server_rejects);
+    return g_test_run();
+}
