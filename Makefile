@@ -4,9 +4,13 @@
 #   make check    build and run every unit test and qtest of ours
 #   make demo     run the end-to-end demo (see README.md)
 
-BUILD_ROOT := $(CURDIR)/build
+BUILD_ROOT ?= $(CURDIR)/build
+export BUILD_ROOT
 QEMU_BUILD := $(BUILD_ROOT)/qemu
 QEMU_BIN   := $(QEMU_BUILD)/qemu-system-x86_64
+# Interop peers: libvfio-user's samples from the same source package
+PEERS_BUILD := $(BUILD_ROOT)/libvfio-user
+PEERS := samples/client samples/server samples/gpio-pci-idio-16
 
 # Cache hits across clones of this repo: paths are made relative to the
 # build folder and the working directory is left out of the hash.
@@ -21,7 +25,7 @@ TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all setup build check demo clean distclean FORCE
+.PHONY: all setup build peers check demo clean distclean FORCE
 
 all: build
 
@@ -33,12 +37,19 @@ build: setup
 	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 | \
 	    scripts/ninja-progress.sh
 
-check: setup
+peers: setup
+	@[ -f $(PEERS_BUILD)/build.ninja ] || \
+	    meson setup $(PEERS_BUILD) $(BUILD_ROOT)/qemu-src/subprojects/libvfio-user \
+	        >$(BUILD_ROOT)/libvfio-user-setup.log 2>&1 || \
+	    { cat $(BUILD_ROOT)/libvfio-user-setup.log; exit 1; }
+	@ninja -C $(PEERS_BUILD) $(PEERS) | scripts/ninja-progress.sh
+
+check: setup peers
 	@echo "make: building qemu-system-x86_64 and the tests"
 	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(TEST_BINS) | \
 	    scripts/ninja-progress.sh
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
-	    --qemu $(QEMU_BIN) $(TEST_BINS)
+	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples $(TEST_BINS)
 
 clean:
 	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean

@@ -62,12 +62,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--build', required=True)
     ap.add_argument('--qemu', required=True)
+    ap.add_argument('--peers', required=True,
+                    help='folder of the libvfio-user sample binaries')
     ap.add_argument('--timeout', type=int, default=600)
     ap.add_argument('tests', nargs='+')
     args = ap.parse_args()
 
     env = dict(os.environ)
     env['QTEST_QEMU_BINARY'] = args.qemu
+    # qtests of ours find the peers and the remote binary here
+    env['VFIO_USER_PEERS'] = os.path.abspath(args.peers)
+    env['VFIO_USER_QEMU'] = os.path.abspath(args.qemu)
     env.setdefault('G_TEST_DBUS_DAEMON', '/bin/true')
     env.setdefault('MALLOC_PERTURB_', '127')
 
