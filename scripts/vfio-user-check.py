@@ -64,7 +64,7 @@ def main():
     ap.add_argument('--qemu', required=True)
     ap.add_argument('--peers', required=True,
                     help='folder of the libvfio-user sample binaries')
-    ap.add_argument('--timeout', type=int, default=600)
+    ap.add_argument('--timeout', type=int, default=300)
     ap.add_argument('tests', nargs='+')
     args = ap.parse_args()
 

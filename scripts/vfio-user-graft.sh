@@ -9,6 +9,8 @@ set -e
 OURS=$1
 QEMU=$2
 [ -d "$OURS" ] && [ -f "$QEMU/VERSION" ] || { echo "usage: $0 OUR_TREE QEMU_TREE" >&2; exit 1; }
+# For development only: graft another patch series.
+PATCHES=${VFU_PATCHES_DIR:-$OURS/patches}
 
 # Top-level folders that mirror QEMU's layout.
 GRAFT_DIRS="hw include tests docs"
@@ -42,7 +44,7 @@ done
 # The patch series: keep a copy of what was applied, so a changed series is
 # reverted and applied again.
 APPLIED=$QEMU/.vfio-user-patches
-if [ -d "$APPLIED" ] && ! diff -r -q "$APPLIED" "$OURS/patches" >/dev/null 2>&1; then
+if [ -d "$APPLIED" ] && ! diff -r -q "$APPLIED" "$PATCHES" >/dev/null 2>&1; then
     for p in $(ls "$APPLIED"/*.patch 2>/dev/null | sort -r); do
         echo "graft: reverting $(basename "$p")"
         patch -s -R -p1 -d "$QEMU" <"$p"
@@ -51,7 +53,7 @@ if [ -d "$APPLIED" ] && ! diff -r -q "$APPLIED" "$OURS/patches" >/dev/null 2>&1;
 fi
 if [ ! -d "$APPLIED" ]; then
     mkdir -p "$APPLIED.tmp"
-    for p in $(ls "$OURS"/patches/*.patch 2>/dev/null | sort); do
+    for p in $(ls "$PATCHES"/*.patch 2>/dev/null | sort); do
         echo "graft: applying $(basename "$p")"
         patch -s -N -p1 -d "$QEMU" <"$p"
         cp "$p" "$APPLIED.tmp/"

@@ -176,7 +176,7 @@ int vfu_conn_send(VfuConn *c, uint16_t cmd, uint16_t msg_id, uint32_t flags,
         { .iov_base = payload, .iov_len = len },
     };
     struct iovec *cur = iov;
-    size_t niov = len ? 2 : 1;
+    unsigned int niov = len ? 2 : 1;
     int64_t deadline = 0;
     bool reply = (flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY;
     int ret = 0;

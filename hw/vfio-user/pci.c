@@ -1,0 +1,860 @@
+/*
+ * vfio-user-pci: a PCI device whose config space, BARs, interrupts and DMA
+ * are served by a vfio-user server over a UNIX socket.
+ *
+ * QEMU owns what the machine must see consistently (BAR registers and
+ * sizing, ROM BAR, MSI/MSI-X capabilities, command register); every other
+ * config byte and every BAR access goes to the server.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/bswap.h"
+#include "qemu/log.h"
+#include "io/channel-socket.h"
+#include "hw/qdev-properties.h"
+#include "hw/pci/msi.h"
+#include "hw/pci/msix.h"
+#include "hw/vfio-user/pci.h"
+#include "trace.h"
+
+#define VFU_PCI_MAX_CAPS    48
+
+static const char *dev_name(VfuPciDevice *dev)
+{
+    DeviceState *d = DEVICE(dev);
+
+    return d->id ? d->id : dev->socket_path;
+}
+
+static void vfu_pci_socket_readable(void *opaque);
+
+void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
+{
+    if (dev->dead) {
+        return;
+    }
+    dev->dead = true;
+    error_report("vfio-user-pci %s: lost the server at %s (%s); "
+                 "the device no longer responds", dev_name(dev),
+                 dev->socket_path, err ? error_get_pretty(err) : "closed");
+    trace_vfio_user_pci_dead(dev_name(dev));
+    if (dev->conn) {
+        qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
+                            NULL, NULL, NULL);
+        vfu_conn_shutdown(dev->conn);
+    }
+    if (dev->intx_pending) {
+        dev->intx_pending = false;
+        pci_irq_deassert(PCI_DEVICE(dev));
+    }
+}
+
+int vfu_pci_call(VfuPciDevice *dev, uint16_t cmd, void *payload, size_t len,
+                 const int *fds, size_t nfds, VfuMsg **reply, Error **errp)
+{
+    Error *local_err = NULL;
+    int ret;
+
+    if (dev->dead) {
+        error_setg(errp, "vfio-user-pci %s: the server is gone", dev_name(dev));
+        return -ECONNRESET;
+    }
+    ret = vfu_conn_call(dev->conn, cmd, payload, len, fds, nfds, reply,
+                        &local_err);
+    if (ret && vfu_conn_is_broken(dev->conn)) {
+        vfu_pci_set_dead(dev, local_err);
+    }
+    if (ret) {
+        trace_vfio_user_pci_call_failed(dev_name(dev), vfu_command_name(cmd),
+                                        error_get_pretty(local_err));
+        error_propagate(errp, local_err);
+    }
+    return ret;
+}
+
+/* Requests the server sends while no call of ours is in progress. */
+static void vfu_pci_socket_readable(void *opaque)
+{
+    VfuPciDevice *dev = opaque;
+    Error *err = NULL;
+
+    while (!dev->dead) {
+        VfuMsg *msg;
+        int r = vfu_conn_recv(dev->conn, &msg, false, &err);
+
+        if (r < 0) {
+            vfu_pci_set_dead(dev, err);
+            error_free(err);
+            return;
+        }
+        if (r == 0) {
+            return;
+        }
+        if (vfu_msg_is_reply(msg)) {
+            trace_vfio_user_pci_stray_reply(dev_name(dev), msg->hdr.msg_id);
+            vfu_msg_free(msg);
+            continue;
+        }
+        vfu_conn_handle_request(dev->conn, msg);
+        if (vfu_conn_is_broken(dev->conn)) {
+            vfu_pci_set_dead(dev, NULL);
+        }
+    }
+}
+
+static int vfu_pci_region_read(VfuPciDevice *dev, uint32_t region,
+                               uint64_t offset, void *buf, uint32_t count,
+                               Error **errp)
+{
+    VfuRegionAccess req = {
+        .offset = offset, .region = region, .count = count,
+    };
+    g_autoptr(VfuMsg) reply = NULL;
+    VfuRegionAccess *rsp;
+    int ret;
+
+    ret = vfu_pci_call(dev, VFU_CMD_REGION_READ, &req, sizeof(req), NULL, 0,
+                       &reply, errp);
+    if (ret) {
+        return ret;
+    }
+    rsp = (VfuRegionAccess *)reply->payload;
+    if (rsp->count != count) {
+        error_setg(errp, "vfio-user-pci %s: REGION_READ of %u bytes returned "
+                   "%u", dev_name(dev), count, rsp->count);
+        return -EPROTO;
+    }
+    memcpy(buf, rsp->data, count);
+    return 0;
+}
+
+static int vfu_pci_region_write(VfuPciDevice *dev, uint32_t region,
+                                uint64_t offset, const void *buf,
+                                uint32_t count, Error **errp)
+{
+    struct QEMU_PACKED {
+        VfuRegionAccess hdr;
+        uint8_t data[8];
+    } small;
+    g_autofree uint8_t *big = NULL;
+    VfuRegionAccess *req;
+
+    if (count <= sizeof(small.data)) {
+        req = &small.hdr;
+    } else {
+        big = g_malloc(sizeof(VfuRegionAccess) + count);
+        req = (VfuRegionAccess *)big;
+    }
+    req->offset = offset;
+    req->region = region;
+    req->count = count;
+    memcpy(req->data, buf, count);
+    return vfu_pci_call(dev, VFU_CMD_REGION_WRITE, req,
+                        sizeof(VfuRegionAccess) + count, NULL, 0, NULL, errp);
+}
+
+/* BARs */
+
+static uint64_t vfu_pci_bar_read(void *opaque, hwaddr addr, unsigned size)
+{
+    VfuPciBar *bar = opaque;
+    VfuPciDevice *dev = bar->dev;
+    uint8_t buf[8];
+    Error *err = NULL;
+    uint64_t val;
+
+    if (dev->intx_pending) {
+        vfu_pci_intx_eoi(dev);
+    }
+    if (vfu_pci_region_read(dev, bar->index, addr, buf, size, &err)) {
+        if (!dev->dead) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s\n", error_get_pretty(err));
+        }
+        error_free(err);
+        return size == 8 ? UINT64_MAX : MAKE_64BIT_MASK(0, size * 8);
+    }
+    val = ldn_le_p(buf, size);
+    trace_vfio_user_pci_bar_read(dev_name(dev), bar->index, addr, size, val);
+    return val;
+}
+
+static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
+                              unsigned size)
+{
+    VfuPciBar *bar = opaque;
+    VfuPciDevice *dev = bar->dev;
+    uint8_t buf[8];
+    Error *err = NULL;
+
+    if (dev->intx_pending) {
+        vfu_pci_intx_eoi(dev);
+    }
+    trace_vfio_user_pci_bar_write(dev_name(dev), bar->index, addr, size, val);
+    stn_le_p(buf, size, val);
+    if (vfu_pci_region_write(dev, bar->index, addr, buf, size, &err)) {
+        if (!dev->dead) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s\n", error_get_pretty(err));
+        }
+        error_free(err);
+    }
+}
+
+static const MemoryRegionOps vfu_pci_bar_ops = {
+    .read = vfu_pci_bar_read,
+    .write = vfu_pci_bar_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+static void vfu_pci_rom_write(void *opaque, hwaddr addr, uint64_t val,
+                              unsigned size)
+{
+    /* read-only */
+}
+
+static const MemoryRegionOps vfu_pci_rom_ops = {
+    .read = vfu_pci_bar_read,
+    .write = vfu_pci_rom_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+/* Config space */
+
+static bool access_emulated(VfuPciDevice *dev, uint32_t addr, int len,
+                            bool *all)
+{
+    bool any = false;
+
+    *all = true;
+    for (int i = 0; i < len; i++) {
+        if (dev->emulated[addr + i]) {
+            any = true;
+        } else {
+            *all = false;
+        }
+    }
+    return any;
+}
+
+static uint32_t vfu_pci_read_config(PCIDevice *pdev, uint32_t addr, int len)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+    uint32_t emu = pci_default_read_config(pdev, addr, len);
+    uint8_t buf[4];
+    uint32_t val = 0;
+    Error *err = NULL;
+    bool all;
+
+    if (addr + len > PCI_CONFIG_SPACE_SIZE) {
+        return emu;
+    }
+    access_emulated(dev, addr, len, &all);
+    if (all) {
+        return emu;
+    }
+    if (vfu_pci_region_read(dev, VFU_PCI_CONFIG_REGION, addr, buf, len,
+                            &err)) {
+        error_free(err);
+        memset(buf, 0xff, sizeof(buf));
+    }
+    for (int i = 0; i < len; i++) {
+        uint8_t b = dev->emulated[addr + i] ? (emu >> (i * 8)) : buf[i];
+        val |= (uint32_t)b << (i * 8);
+    }
+    trace_vfio_user_pci_config_read(dev_name(dev), addr, len, val);
+    return val;
+}
+
+static bool is_bar_register(uint32_t addr, int len)
+{
+    return (addr >= PCI_BASE_ADDRESS_0 && addr + len <= PCI_BASE_ADDRESS_5 + 4)
+        || (addr >= PCI_ROM_ADDRESS && addr + len <= PCI_ROM_ADDRESS + 4);
+}
+
+static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
+                                 int len)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+    bool was_msi = msi_enabled(pdev), was_msix = msix_enabled(pdev);
+    uint8_t buf[4];
+    Error *err = NULL;
+
+    trace_vfio_user_pci_config_write(dev_name(dev), addr, len, val);
+    /*
+     * The server sees every write but to the BAR registers, whose addresses
+     * mean nothing to it: it must know about COMMAND (bus master) and the
+     * MSI/MSI-X enable bits to deliver DMA and interrupts.
+     */
+    if (addr + len <= PCI_CONFIG_SPACE_SIZE && !is_bar_register(addr, len) &&
+        !dev->dead) {
+        stl_le_p(buf, val);
+        if (vfu_pci_region_write(dev, VFU_PCI_CONFIG_REGION, addr, buf, len,
+                                 &err)) {
+            error_free(err);
+        }
+    }
+    pci_default_write_config(pdev, addr, val, len);
+    vfu_pci_irq_config_changed(dev, was_msi, was_msix);
+}
+
+/* Realize */
+
+static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new();
+    g_autofree char *name = NULL;
+    SocketAddress addr = {
+        .type = SOCKET_ADDRESS_TYPE_UNIX,
+        .u.q_unix.path = dev->socket_path,
+    };
+    VfuLimits local;
+
+    if (qio_channel_socket_connect_sync(sioc, &addr, errp) < 0) {
+        return false;
+    }
+    name = g_strdup_printf("vfio-user-pci:%s", dev_name(dev));
+    qio_channel_set_name(QIO_CHANNEL(sioc), name);
+    vfu_limits_default(&local);
+    local.max_msg_fds = 8;
+    local.max_data_xfer_size = VFU_MAX_XFER_SIZE;
+    dev->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &local);
+    vfu_conn_set_timeout(dev->conn, dev->msg_timeout_ms);
+    vfu_conn_set_request_func(dev->conn, vfu_pci_serve_request, dev);
+    return vfu_conn_negotiate_client(dev->conn, errp) == 0;
+}
+
+static bool vfu_pci_get_device_info(VfuPciDevice *dev, Error **errp)
+{
+    VfuDeviceInfo req = { .argsz = sizeof(req) };
+    g_autoptr(VfuMsg) reply = NULL;
+
+    if (vfu_pci_call(dev, VFU_CMD_DEVICE_GET_INFO, &req, sizeof(req), NULL, 0,
+                     &reply, errp)) {
+        return false;
+    }
+    dev->info = *(VfuDeviceInfo *)reply->payload;
+    trace_vfio_user_pci_device_info(dev_name(dev), dev->info.flags,
+                                    dev->info.num_regions,
+                                    dev->info.num_irqs);
+    if (!(dev->info.flags & VFU_DEV_F_PCI)) {
+        error_setg(errp, "the server's device is not a PCI device");
+        return false;
+    }
+    if (dev->info.num_regions <= VFU_PCI_CONFIG_REGION) {
+        error_setg(errp, "the server reports %u regions, a PCI device has "
+                   "at least %u", dev->info.num_regions,
+                   VFU_PCI_CONFIG_REGION + 1);
+        return false;
+    }
+    return true;
+}
+
+static bool vfu_pci_get_region_info(VfuPciDevice *dev, uint32_t index,
+                                    VfuRegionInfo *info, Error **errp)
+{
+    VfuRegionInfo req = { .argsz = sizeof(req), .index = index };
+    g_autoptr(VfuMsg) reply = NULL;
+
+    if (vfu_pci_call(dev, VFU_CMD_DEVICE_GET_REGION_INFO, &req, sizeof(req),
+                     NULL, 0, &reply, errp)) {
+        return false;
+    }
+    *info = *(VfuRegionInfo *)reply->payload;
+    if (info->index != index) {
+        error_setg(errp, "region info for region %u answered for region %u",
+                   index, info->index);
+        return false;
+    }
+    trace_vfio_user_pci_region_info(dev_name(dev), index, info->flags,
+                                    info->size);
+    /* mmap'able areas come with the performance work; fds are closed */
+    return true;
+}
+
+static bool vfu_pci_get_irq_info(VfuPciDevice *dev, uint32_t index,
+                                 Error **errp)
+{
+    VfuIrqInfo req = { .argsz = sizeof(req), .index = index };
+    g_autoptr(VfuMsg) reply = NULL;
+    VfuIrqInfo *info;
+
+    if (index >= dev->info.num_irqs) {
+        return true;
+    }
+    if (vfu_pci_call(dev, VFU_CMD_DEVICE_GET_IRQ_INFO, &req, sizeof(req),
+                     NULL, 0, &reply, errp)) {
+        return false;
+    }
+    info = (VfuIrqInfo *)reply->payload;
+    if (info->index != index) {
+        error_setg(errp, "IRQ info for index %u answered for index %u",
+                   index, info->index);
+        return false;
+    }
+    if (info->count && !(info->flags & VFU_IRQ_INFO_F_EVENTFD)) {
+        warn_report("vfio-user-pci %s: IRQ index %u does not take eventfds; "
+                    "ignored", dev_name(dev), index);
+        return true;
+    }
+    dev->num_irqs[index] = info->count;
+    trace_vfio_user_pci_irq_info(dev_name(dev), index, info->flags,
+                                 info->count);
+    return true;
+}
+
+static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
+                               Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+
+    for (int i = 0; i <= VFU_PCI_BAR5_REGION; i++) {
+        VfuPciBar *bar = &dev->bars[i];
+        uint32_t reg = ldl_le_p(srv_config + PCI_BASE_ADDRESS_0 + 4 * i);
+        VfuRegionInfo info;
+        uint8_t attr;
+        bool is64 = false;
+        g_autofree char *name = NULL;
+
+        if (!vfu_pci_get_region_info(dev, i, &info, errp)) {
+            return false;
+        }
+        if (!info.size) {
+            continue;
+        }
+        if (reg & PCI_BASE_ADDRESS_SPACE_IO) {
+            attr = PCI_BASE_ADDRESS_SPACE_IO;
+            if (info.size > 64 * KiB) {
+                error_setg(errp, "I/O BAR%d of %" PRIu64 " bytes does not fit "
+                           "in the I/O space", i, info.size);
+                return false;
+            }
+        } else {
+            attr = reg & (PCI_BASE_ADDRESS_MEM_TYPE_MASK |
+                          PCI_BASE_ADDRESS_MEM_PREFETCH);
+            is64 = (reg & PCI_BASE_ADDRESS_MEM_TYPE_MASK) ==
+                   PCI_BASE_ADDRESS_MEM_TYPE_64;
+            if (is64 && i == VFU_PCI_BAR5_REGION) {
+                error_setg(errp, "BAR5 cannot be a 64-bit BAR");
+                return false;
+            }
+            if (!is64 && info.size > (1ULL << 31)) {
+                error_setg(errp, "32-bit BAR%d of %" PRIu64 " bytes is too "
+                           "large", i, info.size);
+                return false;
+            }
+        }
+        if (info.size > (1ULL << 40)) {
+            error_setg(errp, "BAR%d of %" PRIu64 " bytes is larger than 1 TiB",
+                       i, info.size);
+            return false;
+        }
+        if (!(info.flags & (VFU_REGION_F_READ | VFU_REGION_F_WRITE))) {
+            error_setg(errp, "BAR%d is neither readable nor writable", i);
+            return false;
+        }
+        bar->dev = dev;
+        bar->index = i;
+        /*
+         * A BAR is a power of two; the server decides what lies past the
+         * end of its region (normally an error, read as all-ones).
+         */
+        bar->size = pow2ceil(info.size);
+        name = g_strdup_printf("vfio-user-bar%d", i);
+        memory_region_init_io(&bar->mr, OBJECT(dev), &vfu_pci_bar_ops, bar,
+                              name, bar->size);
+        pci_register_bar(pdev, i, attr, &bar->mr);
+        bar->registered = true;
+        if (is64) {
+            i++;
+        }
+    }
+
+    if (dev->info.num_regions > VFU_PCI_ROM_REGION) {
+        VfuPciBar *bar = &dev->bars[PCI_ROM_SLOT];
+        VfuRegionInfo info;
+
+        if (!vfu_pci_get_region_info(dev, VFU_PCI_ROM_REGION, &info, errp)) {
+            return false;
+        }
+        if (info.size && (info.flags & VFU_REGION_F_READ)) {
+            if (!is_power_of_2(info.size) || info.size > (16 << 20)) {
+                error_setg(errp, "ROM size %" PRIu64 " is not a power of two "
+                           "up to 16 MiB", info.size);
+                return false;
+            }
+            bar->dev = dev;
+            bar->index = VFU_PCI_ROM_REGION;
+            bar->size = info.size;
+            memory_region_init_io(&bar->mr, OBJECT(dev), &vfu_pci_rom_ops, bar,
+                                  "vfio-user-rom", bar->size);
+            pci_register_bar(pdev, PCI_ROM_SLOT, 0, &bar->mr);
+            bar->registered = true;
+        }
+    }
+    return true;
+}
+
+typedef struct VfuPciCap {
+    uint8_t id;
+    uint8_t pos;
+    uint8_t size;
+} VfuPciCap;
+
+static int cap_cmp(const void *a, const void *b)
+{
+    return ((const VfuPciCap *)a)->pos - ((const VfuPciCap *)b)->pos;
+}
+
+static bool vfu_pci_add_msix(VfuPciDevice *dev, uint8_t pos, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    uint16_t ctrl = pci_get_word(pdev->config + pos + PCI_MSIX_FLAGS);
+    uint32_t table = pci_get_long(pdev->config + pos + PCI_MSIX_TABLE);
+    uint32_t pba = pci_get_long(pdev->config + pos + PCI_MSIX_PBA);
+    uint16_t entries = (ctrl & PCI_MSIX_FLAGS_QSIZE) + 1;
+    uint8_t tbir = table & PCI_MSIX_FLAGS_BIRMASK;
+    uint8_t pbir = pba & PCI_MSIX_FLAGS_BIRMASK;
+    uint32_t toff = table & ~PCI_MSIX_FLAGS_BIRMASK;
+    uint32_t poff = pba & ~PCI_MSIX_FLAGS_BIRMASK;
+    int ret;
+
+    if (tbir > VFU_PCI_BAR5_REGION || pbir > VFU_PCI_BAR5_REGION ||
+        !dev->bars[tbir].registered || !dev->bars[pbir].registered ||
+        (uint64_t)toff + entries * PCI_MSIX_ENTRY_SIZE > dev->bars[tbir].size ||
+        (uint64_t)poff + QEMU_ALIGN_UP(entries, 64) / 8 >
+        dev->bars[pbir].size) {
+        error_setg(errp, "MSI-X table or PBA lies outside its BAR");
+        return false;
+    }
+    if (entries > dev->num_irqs[VFU_PCI_MSIX_IRQ]) {
+        entries = dev->num_irqs[VFU_PCI_MSIX_IRQ];
+    }
+    ret = msix_init(pdev, entries, &dev->bars[tbir].mr, tbir, toff,
+                    &dev->bars[pbir].mr, pbir, poff, pos, errp);
+    if (ret) {
+        return false;
+    }
+    dev->msix_cap = pos;
+    dev->msix_entries = entries;
+    dev->msix_table_bar = tbir;
+    dev->msix_pba_bar = pbir;
+    memset(dev->emulated + pos, 1, PCI_CAP_SIZEOF + 10);
+    return true;
+}
+
+static bool vfu_pci_add_msi(VfuPciDevice *dev, uint8_t pos, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    uint16_t flags = pci_get_word(pdev->config + pos + PCI_MSI_FLAGS);
+    unsigned nvec = 1 << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
+    bool is64 = flags & PCI_MSI_FLAGS_64BIT;
+    bool maskbit = flags & PCI_MSI_FLAGS_MASKBIT;
+    unsigned size;
+    int ret;
+
+    nvec = MIN(nvec, dev->num_irqs[VFU_PCI_MSI_IRQ]);
+    nvec = MAX(nvec, 1);
+    /* msi_init() takes a power of two */
+    nvec = pow2floor(nvec);
+    ret = msi_init(pdev, pos, nvec, is64, maskbit, errp);
+    if (ret) {
+        return false;
+    }
+    dev->msi_cap = pos;
+    size = 0x0a + (is64 ? 4 : 0) + (maskbit ? 10 : 0);
+    memset(dev->emulated + pos, 1, size);
+    return true;
+}
+
+/*
+ * Rebuild the capability list the way QEMU's PCI core keeps it, so that
+ * msi_init()/msix_init() can take over their capabilities in place.
+ */
+static bool vfu_pci_setup_caps(VfuPciDevice *dev, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    VfuPciCap caps[VFU_PCI_MAX_CAPS];
+    VfuPciCap sorted[VFU_PCI_MAX_CAPS];
+    unsigned n = 0;
+    uint8_t pos;
+
+    dev->emulated[PCI_CAPABILITY_LIST] = 1;
+    if (!(pci_get_word(pdev->config + PCI_STATUS) & PCI_STATUS_CAP_LIST)) {
+        pdev->config[PCI_CAPABILITY_LIST] = 0;
+        return true;
+    }
+    pos = pdev->config[PCI_CAPABILITY_LIST] & ~3;
+    while (pos) {
+        if (pos < PCI_CONFIG_HEADER_SIZE || n == VFU_PCI_MAX_CAPS) {
+            error_setg(errp, "malformed capability list at 0x%x", pos);
+            return false;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            if (caps[i].pos == pos) {
+                error_setg(errp, "capability list loops at 0x%x", pos);
+                return false;
+            }
+        }
+        caps[n].id = pdev->config[pos];
+        caps[n].pos = pos;
+        n++;
+        pos = pdev->config[pos + PCI_CAP_LIST_NEXT] & ~3;
+    }
+    /* a capability extends to the next one in address order */
+    memcpy(sorted, caps, n * sizeof(caps[0]));
+    qsort(sorted, n, sizeof(sorted[0]), cap_cmp);
+    for (unsigned i = 0; i < n; i++) {
+        unsigned end = i + 1 < n ? sorted[i + 1].pos : PCI_CONFIG_SPACE_SIZE;
+        for (unsigned j = 0; j < n; j++) {
+            if (caps[j].pos == sorted[i].pos) {
+                caps[j].size = end - sorted[i].pos;
+            }
+        }
+    }
+
+    pdev->config[PCI_CAPABILITY_LIST] = 0;
+    /* adding puts a capability first: go backwards to keep the order */
+    for (int i = n - 1; i >= 0; i--) {
+        Error *local_err = NULL;
+        bool ok = true;
+
+        dev->emulated[caps[i].pos + PCI_CAP_LIST_NEXT] = 1;
+        switch (caps[i].id) {
+        case PCI_CAP_ID_MSI:
+            if (dev->num_irqs[VFU_PCI_MSI_IRQ] && caps[i].size >= 0x0a) {
+                ok = vfu_pci_add_msi(dev, caps[i].pos, &local_err);
+            } else {
+                continue;   /* hidden from the guest */
+            }
+            break;
+        case PCI_CAP_ID_MSIX:
+            if (dev->num_irqs[VFU_PCI_MSIX_IRQ] && caps[i].size >= 12) {
+                ok = vfu_pci_add_msix(dev, caps[i].pos, &local_err);
+            } else {
+                continue;
+            }
+            break;
+        default:
+            ok = pci_add_capability(pdev, caps[i].id, caps[i].pos,
+                                    caps[i].size, &local_err) >= 0;
+            break;
+        }
+        if (!ok) {
+            if (caps[i].id == PCI_CAP_ID_MSI || caps[i].id == PCI_CAP_ID_MSIX) {
+                /* e.g. no MSI-capable interrupt controller: go without */
+                warn_report_err(local_err);
+                continue;
+            }
+            error_propagate(errp, local_err);
+            return false;
+        }
+        trace_vfio_user_pci_cap(dev_name(dev), caps[i].id, caps[i].pos,
+                                caps[i].size);
+    }
+    return true;
+}
+
+static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
+{
+    ERRP_GUARD();
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+    uint8_t srv_config[PCI_CONFIG_SPACE_SIZE];
+    static const uint8_t emulated_ranges[][2] = {
+        { PCI_COMMAND, 2 },
+        { PCI_BASE_ADDRESS_0, 24 },
+        { PCI_ROM_ADDRESS, 4 },
+        { PCI_INTERRUPT_LINE, 2 },
+    };
+
+    if (!dev->socket_path) {
+        error_setg(errp, "vfio-user-pci: the 'socket' property is required");
+        return;
+    }
+    dev->irq_mode = -1;
+    dev->mappings = g_array_new(false, true, sizeof(VfuDmaMapping));
+
+    if (!vfu_pci_connect(dev, errp) ||
+        !vfu_pci_get_device_info(dev, errp) ||
+        !vfu_pci_get_region_info(dev, VFU_PCI_CONFIG_REGION,
+                                 &dev->config_region, errp)) {
+        goto fail;
+    }
+    /* some servers leave the config region's access flags clear */
+    if (dev->config_region.size < PCI_CONFIG_SPACE_SIZE) {
+        error_setg(errp, "config space region of %" PRIu64 " bytes is too "
+                   "small", dev->config_region.size);
+        goto fail;
+    }
+    if (vfu_pci_region_read(dev, VFU_PCI_CONFIG_REGION, 0, srv_config,
+                            sizeof(srv_config), errp)) {
+        goto fail;
+    }
+    if ((srv_config[PCI_HEADER_TYPE] & ~PCI_HEADER_TYPE_MULTI_FUNCTION) !=
+        PCI_HEADER_TYPE_NORMAL) {
+        error_setg(errp, "only type 0 (normal) PCI headers are supported");
+        goto fail;
+    }
+    for (int i = VFU_PCI_INTX_IRQ; i <= VFU_PCI_MSIX_IRQ; i++) {
+        if (!vfu_pci_get_irq_info(dev, i, errp)) {
+            goto fail;
+        }
+    }
+
+    /* start from the server's config space; QEMU then claims its parts */
+    memcpy(pdev->config, srv_config, PCI_CONFIG_SPACE_SIZE);
+    pdev->config[PCI_HEADER_TYPE] &= ~PCI_HEADER_TYPE_MULTI_FUNCTION;
+    memset(pdev->config + PCI_BASE_ADDRESS_0, 0, 24);
+    memset(pdev->config + PCI_ROM_ADDRESS, 0, 4);
+    pci_set_word(pdev->config + PCI_COMMAND, 0);
+    if (!dev->num_irqs[VFU_PCI_INTX_IRQ]) {
+        pdev->config[PCI_INTERRUPT_PIN] = 0;
+    }
+    for (int i = 0; i < ARRAY_SIZE(emulated_ranges); i++) {
+        memset(dev->emulated + emulated_ranges[i][0], 1, emulated_ranges[i][1]);
+    }
+
+    if (!vfu_pci_setup_bars(dev, srv_config, errp) ||
+        !vfu_pci_setup_caps(dev, errp) ||
+        !vfu_pci_irq_realize(dev, errp)) {
+        goto fail;
+    }
+    vfu_pci_dma_realize(dev);
+    if (dev->dead) {
+        error_setg(errp, "the server closed the connection");
+        goto fail;
+    }
+    qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
+                        vfu_pci_socket_readable, NULL, dev);
+    return;
+
+fail:
+    error_prepend(errp, "vfio-user-pci: socket '%s': ", dev->socket_path);
+    vfu_pci_dma_exit(dev);
+    vfu_pci_irq_exit(dev);
+    if (dev->msix_cap) {
+        msix_uninit(pdev, &dev->bars[dev->msix_table_bar].mr,
+                    &dev->bars[dev->msix_pba_bar].mr);
+    }
+    if (dev->msi_cap) {
+        msi_uninit(pdev);
+    }
+    g_clear_pointer(&dev->conn, vfu_conn_free);
+}
+
+static void vfu_pci_exit(PCIDevice *pdev)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+
+    if (dev->conn && !dev->dead) {
+        qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
+                            NULL, NULL, NULL);
+    }
+    vfu_pci_dma_exit(dev);
+    vfu_pci_irq_exit(dev);
+    if (dev->msix_cap) {
+        msix_uninit(pdev, &dev->bars[dev->msix_table_bar].mr,
+                    &dev->bars[dev->msix_pba_bar].mr);
+    }
+    if (dev->msi_cap) {
+        msi_uninit(pdev);
+    }
+    g_clear_pointer(&dev->conn, vfu_conn_free);
+}
+
+static void vfu_pci_finalize(Object *obj)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(obj);
+
+    if (dev->mappings) {
+        g_array_free(dev->mappings, true);
+    }
+}
+
+static void vfu_pci_reset(DeviceState *d)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(d);
+    Error *err = NULL;
+
+    if (!dev->conn || dev->dead) {
+        return;
+    }
+    trace_vfio_user_pci_reset(dev_name(dev));
+    vfu_pci_irq_reset(dev);
+    if ((dev->info.flags & VFU_DEV_F_RESET) &&
+        vfu_pci_call(dev, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0, NULL,
+                     &err)) {
+        warn_report_err(err);
+    }
+}
+
+static Property vfu_pci_properties[] = {
+    DEFINE_PROP_STRING("socket", VfuPciDevice, socket_path),
+    DEFINE_PROP_BOOL("secure-dma", VfuPciDevice, secure_dma, false),
+    DEFINE_PROP_UINT32("x-msg-timeout", VfuPciDevice, msg_timeout_ms,
+                       VFU_DEFAULT_TIMEOUT_MS),
+    DEFINE_PROP_END_OF_LIST(),
+};
+
+static void vfu_pci_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    PCIDeviceClass *pdc = PCI_DEVICE_CLASS(klass);
+
+    dc->desc = "PCI device served by a vfio-user server";
+    dc->reset = vfu_pci_reset;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    device_class_set_props(dc, vfu_pci_properties);
+    object_class_property_set_description(klass, "socket",
+        "path of the vfio-user server's UNIX socket (required)");
+    object_class_property_set_description(klass, "secure-dma",
+        "never pass guest memory fds: every DMA is a DMA_READ/DMA_WRITE "
+        "message checked against the device's mappings (default off)");
+    object_class_property_set_description(klass, "x-msg-timeout",
+        "milliseconds to wait for a reply from the server before giving up "
+        "on it (default 5000)");
+    pdc->realize = vfu_pci_realize;
+    pdc->exit = vfu_pci_exit;
+    pdc->config_read = vfu_pci_read_config;
+    pdc->config_write = vfu_pci_write_config;
+}
+
+static const TypeInfo vfu_pci_info = {
+    .name = TYPE_VFIO_USER_PCI,
+    .parent = TYPE_PCI_DEVICE,
+    .instance_size = sizeof(VfuPciDevice),
+    .instance_finalize = vfu_pci_finalize,
+    .class_init = vfu_pci_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { INTERFACE_CONVENTIONAL_PCI_DEVICE },
+        { }
+    },
+};
+
+static void vfu_pci_register_types(void)
+{
+    type_register_static(&vfu_pci_info);
+}
+
+type_init(vfu_pci_register_types)

@@ -1,0 +1,95 @@
+/*
+ * vfio-user-pci: a PCI device served by a vfio-user server.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_VFIO_USER_PCI_H
+#define HW_VFIO_USER_PCI_H
+
+#include "hw/pci/pci.h"
+#include "qemu/event_notifier.h"
+#include "exec/memory.h"
+#include "hw/vfio-user/conn.h"
+
+#define TYPE_VFIO_USER_PCI "vfio-user-pci"
+OBJECT_DECLARE_SIMPLE_TYPE(VfuPciDevice, VFIO_USER_PCI)
+
+typedef struct VfuPciBar {
+    VfuPciDevice *dev;
+    MemoryRegion mr;
+    uint32_t index;
+    uint64_t size;
+    bool registered;
+} VfuPciBar;
+
+/* One DMA_MAP we sent: the server may access [iova, iova + size). */
+typedef struct VfuDmaMapping {
+    uint64_t iova;
+    uint64_t size;
+    uint32_t flags;         /* VFU_DMA_MAP_F_* */
+    bool has_fd;
+} VfuDmaMapping;
+
+typedef struct VfuIrqVector {
+    VfuPciDevice *dev;
+    EventNotifier trigger;
+    unsigned vector;
+    bool active;
+} VfuIrqVector;
+
+struct VfuPciDevice {
+    PCIDevice parent_obj;
+
+    /* properties */
+    char *socket_path;
+    bool secure_dma;
+    uint32_t msg_timeout_ms;
+
+    VfuConn *conn;
+    bool dead;              /* server gone: the device is inert */
+
+    VfuDeviceInfo info;
+    VfuRegionInfo config_region;
+    VfuPciBar bars[PCI_NUM_REGIONS];    /* BAR0..5, then the ROM */
+    uint32_t num_irqs[VFU_PCI_NUM_IRQS];
+
+    /* config space: bytes set here come from QEMU's emulation */
+    uint8_t emulated[PCI_CONFIG_SPACE_SIZE];
+    uint8_t msi_cap, msix_cap;
+    uint8_t msix_table_bar, msix_pba_bar;
+    uint32_t msix_table_offset, msix_pba_offset;
+    uint16_t msix_entries;
+
+    /* interrupts */
+    int irq_mode;           /* VFU_PCI_*_IRQ in use, or -1 */
+    VfuIrqVector intx;
+    bool intx_pending;
+    VfuIrqVector *vectors;  /* MSI or MSI-X */
+    unsigned nr_vectors;
+
+    /* DMA */
+    MemoryListener listener;
+    bool listener_registered;
+    GArray *mappings;       /* VfuDmaMapping, sorted by iova */
+};
+
+/* pci.c */
+void vfu_pci_set_dead(VfuPciDevice *dev, Error *err);
+int vfu_pci_call(VfuPciDevice *dev, uint16_t cmd, void *payload, size_t len,
+                 const int *fds, size_t nfds, VfuMsg **reply, Error **errp);
+
+/* irq.c */
+bool vfu_pci_irq_realize(VfuPciDevice *dev, Error **errp);
+void vfu_pci_irq_exit(VfuPciDevice *dev);
+void vfu_pci_irq_reset(VfuPciDevice *dev);
+void vfu_pci_irq_config_changed(VfuPciDevice *dev, bool was_msi,
+                                bool was_msix);
+void vfu_pci_intx_eoi(VfuPciDevice *dev);
+
+/* dma.c */
+void vfu_pci_dma_realize(VfuPciDevice *dev);
+void vfu_pci_dma_exit(VfuPciDevice *dev);
+int vfu_pci_serve_request(VfuConn *conn, VfuMsg *msg, void *opaque);
+
+#endif /* HW_VFIO_USER_PCI_H */

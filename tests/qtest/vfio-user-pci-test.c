@@ -1,0 +1,563 @@
+/*
+ * qtests of the vfio-user-pci client device.
+ *
+ * Peers: libvfio-user's gpio-pci-idio-16 and server samples (from the
+ * QEMU source package, a vfio-user implementation we did not write), and a
+ * scripted server in this file that can misbehave on purpose.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "qapi/qmp/qdict.h"
+#include "qapi/error.h"
+#include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "io/channel-socket.h"
+#include "hw/vfio-user/conn.h"
+#include "standard-headers/linux/pci_regs.h"
+
+#define FW_ARGS "-L /usr/share/seabios -L /usr/lib/ipxe/qemu -L /usr/share/qemu "
+#define DEVFN   QPCI_DEVFN(4, 0)
+
+static char *tmpdir;
+
+static char *sock_path(const char *name)
+{
+    return g_strdup_printf("%s/%s.sock", tmpdir, name);
+}
+
+static void wait_for_socket(const char *path)
+{
+    for (int i = 0; i < 500; i++) {
+        if (access(path, F_OK) == 0) {
+            return;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("server socket %s did not appear", path);
+}
+
+/* Start one of libvfio-user's samples; returns its pid. */
+static GPid start_sample(const char *sample, const char *path)
+{
+    const char *peers = g_getenv("VFIO_USER_PEERS");
+    g_autofree char *bin = NULL;
+    char *argv[3];
+    GPid pid;
+
+    g_assert(peers);
+    bin = g_build_filename(peers, sample, NULL);
+    argv[0] = bin;
+    argv[1] = (char *)path;
+    argv[2] = NULL;
+    unlink(path);
+    g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD |
+                           G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &pid,
+                           NULL));
+    wait_for_socket(path);
+    return pid;
+}
+
+static void stop_sample(GPid pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    g_spawn_close_pid(pid);
+}
+
+static QPCIDevice *find_dev(QPCIBus *bus)
+{
+    QPCIDevice *dev = qpci_device_find(bus, DEVFN);
+
+    g_assert(dev);
+    qpci_device_enable(dev);
+    return dev;
+}
+
+/* ---- against libvfio-user's gpio-pci-idio-16 sample ------------------ */
+
+static void test_gpio(void)
+{
+    g_autofree char *path = sock_path("gpio");
+    GPid pid = start_sample("gpio-pci-idio-16", path);
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar2;
+    uint64_t size;
+    uint8_t pins[6];
+
+    qts = qtest_initf(FW_ARGS "-M pc -device vfio-user-pci,socket=%s,"
+                      "id=gpio,addr=04.0", path);
+    bus = qpci_new_pc(qts, NULL);
+    dev = find_dev(bus);
+    /* identity comes from the server's config space */
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0x494f);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0x0dc8);
+    /* BAR2 is an I/O BAR of 256 bytes, as the sample sets it up */
+    g_assert(qpci_config_readl(dev, PCI_BASE_ADDRESS_2) &
+             PCI_BASE_ADDRESS_SPACE_IO);
+    bar2 = qpci_iomap(dev, 2, &size);
+    g_assert_cmpuint(size, ==, 0x100);
+    /* the sample's input register counts up every third read */
+    for (int i = 0; i < 6; i++) {
+        pins[i] = qpci_io_readb(dev, bar2, 0);
+    }
+    g_assert_cmpuint(pins[0], ==, pins[2]);
+    g_assert_cmpuint(pins[3], ==, pins[5]);
+    g_assert_cmpuint(pins[3], ==, pins[0] + 1);
+    qpci_io_writeb(dev, bar2, 1, 0x5a);     /* accepted, no effect */
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    stop_sample(pid);
+}
+
+/* ---- against libvfio-user's server sample ---------------------------- */
+
+static void route_pirqs(QPCIBus *bus, uint8_t irq)
+{
+    QPCIDevice *isa = qpci_device_find(bus, QPCI_DEVFN(1, 0));
+
+    g_assert(isa);
+    for (int i = 0; i < 4; i++) {
+        qpci_config_writeb(isa, 0x60 + i, irq);     /* PIIX3 PIRQRC[A-D] */
+    }
+    g_free(isa);
+}
+
+static void test_server_sample(bool memfd)
+{
+    g_autofree char *path = sock_path(memfd ? "srv-memfd" : "srv");
+    GPid pid = start_sample("server", path);
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar1;
+    uint64_t size1;
+    uint8_t buf[4096];
+    bool dma_done = false;
+
+    qts = qtest_initf(FW_ARGS "-M pc%s -m 64M %s "
+                      "-device vfio-user-pci,socket=%s,addr=04.0",
+                      memfd ? ",memory-backend=mem" : "",
+                      memfd ? "-object memory-backend-memfd,id=mem,"
+                              "size=64M,share=on" : "",
+                      path);
+    bus = qpci_new_pc(qts, NULL);
+    qtest_irq_intercept_in(qts, "ioapic");
+    route_pirqs(bus, 11);
+    dev = find_dev(bus);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0xdead);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0xbeef);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_SUBSYSTEM_VENDOR_ID), ==,
+                    0xcafe);
+    /*
+     * The sample declares its BARs without the memory flag, so they are
+     * I/O BARs: BAR0 (8 bytes, 8-byte accesses only) cannot be reached
+     * by port I/O, BAR1 is 12 KiB, rounded up to a power of two here.
+     */
+    g_assert(qpci_config_readl(dev, PCI_BASE_ADDRESS_0) &
+             PCI_BASE_ADDRESS_SPACE_IO);
+    bar1 = qpci_iomap(dev, 1, &size1);
+    g_assert_cmpuint(size1, ==, 0x4000);
+
+    /* BAR1 is plain memory on the server (its reads ignore the offset) */
+    qpci_io_writel(dev, bar1, 0, 0x89abcdef);
+    g_assert_cmphex(qpci_io_readl(dev, bar1, 0), ==, 0x89abcdef);
+
+    /*
+     * On SIGALRM the sample raises INTx and DMA-writes 4 KiB of 'A' to its
+     * first DMA mapping (guest address 0), reads it back with DMA_READ and
+     * exits if the two differ.
+     */
+    memset(buf, 0, sizeof(buf));
+    qtest_memwrite(qts, 0, buf, sizeof(buf));
+    g_assert(!qtest_get_irq(qts, 11));
+    kill(pid, SIGALRM);
+    for (int i = 0; i < 100 && !dma_done; i++) {
+        g_usleep(50 * 1000);
+        qtest_memread(qts, 0, buf, sizeof(buf));
+        dma_done = buf[0] == 'A' && buf[sizeof(buf) - 1] == 'A';
+    }
+    g_assert(dma_done);
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        g_assert_cmpuint(buf[i], ==, 'A');
+    }
+    g_assert(qtest_get_irq(qts, 11));
+    /* the guest's next access to the device ends the INTx assertion */
+    g_assert_cmphex(qpci_io_readl(dev, bar1, 0), ==, 0x89abcdef);
+    g_assert(!qtest_get_irq(qts, 11));
+    /* the sample is still alive: its DMA read-back matched */
+    g_usleep(100 * 1000);
+    g_assert_cmpint(waitpid(pid, NULL, WNOHANG), ==, 0);
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    stop_sample(pid);
+}
+
+static void test_server_sample_nofd(void)
+{
+    test_server_sample(false);
+}
+
+static void test_server_sample_memfd(void)
+{
+    test_server_sample(true);
+}
+
+/* ---- a scripted server that can misbehave ---------------------------- */
+
+typedef enum Misbehave {
+    BEHAVE,
+    NOT_PCI,            /* DEVICE_GET_INFO without the PCI flag */
+    BAD_MAJOR,          /* VERSION answered with major 1 */
+    SHORT_REPLY,        /* DEVICE_GET_INFO reply too short */
+    SILENT,             /* never answers GET_INFO */
+    CLOSE_ON_BAR_READ,  /* closes the socket mid-request */
+    GARBAGE_HEADER,     /* answers a BAR read with a broken header */
+} Misbehave;
+
+typedef struct FakeServer {
+    Misbehave how;
+    char *path;
+    QIOChannelSocket *listener;
+    GThread *thread;
+    uint8_t config[256];
+    uint32_t bar0[16];
+    int resets;
+    int bar_reads;
+} FakeServer;
+
+static int fake_reply_region_info(VfuConn *c, VfuMsg *m)
+{
+    VfuRegionInfo *req = (VfuRegionInfo *)m->payload;
+    VfuRegionInfo r = { .argsz = sizeof(r), .index = req->index };
+
+    if (req->index == VFU_PCI_CONFIG_REGION) {
+        r.size = 256;
+        r.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
+    } else if (req->index == 0) {
+        r.size = 64;
+        r.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
+    }
+    return vfu_conn_reply(c, m, &r, sizeof(r), NULL, 0, NULL);
+}
+
+static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
+{
+    FakeServer *fs = opaque;
+
+    switch (m->hdr.command) {
+    case VFU_CMD_DEVICE_GET_INFO: {
+        VfuDeviceInfo r = { sizeof(r), VFU_DEV_F_PCI | VFU_DEV_F_RESET,
+                            VFU_PCI_NUM_REGIONS, VFU_PCI_NUM_IRQS };
+        if (fs->how == SILENT) {
+            return 0;
+        }
+        if (fs->how == NOT_PCI) {
+            r.flags = VFU_DEV_F_RESET;
+        }
+        return vfu_conn_reply(c, m, &r, fs->how == SHORT_REPLY ? 8 : sizeof(r),
+                              NULL, 0, NULL);
+    }
+    case VFU_CMD_DEVICE_GET_REGION_INFO:
+        return fake_reply_region_info(c, m);
+    case VFU_CMD_DEVICE_GET_IRQ_INFO: {
+        VfuIrqInfo r = *(VfuIrqInfo *)m->payload;
+        r.flags = VFU_IRQ_INFO_F_EVENTFD;
+        r.count = r.index == VFU_PCI_INTX_IRQ ? 1 : 0;
+        return vfu_conn_reply(c, m, &r, sizeof(r), NULL, 0, NULL);
+    }
+    case VFU_CMD_DEVICE_SET_IRQS:
+    case VFU_CMD_DMA_MAP:
+    case VFU_CMD_DMA_UNMAP:
+        if (m->hdr.command == VFU_CMD_DMA_UNMAP) {
+            return vfu_conn_reply(c, m, m->payload, sizeof(VfuDmaUnmap),
+                                  NULL, 0, NULL);
+        }
+        return vfu_conn_reply(c, m, NULL, 0, NULL, 0, NULL);
+    case VFU_CMD_DEVICE_RESET:
+        fs->resets++;
+        return vfu_conn_reply(c, m, NULL, 0, NULL, 0, NULL);
+    case VFU_CMD_REGION_READ:
+    case VFU_CMD_REGION_WRITE: {
+        VfuRegionAccess *a = (VfuRegionAccess *)m->payload;
+        uint8_t *base = a->region == VFU_PCI_CONFIG_REGION ? fs->config :
+                        (uint8_t *)fs->bar0;
+        size_t limit = a->region == VFU_PCI_CONFIG_REGION ? 256 : 64;
+        struct QEMU_PACKED { VfuRegionAccess a; uint8_t d[256]; } r;
+
+        if ((a->region != 0 && a->region != VFU_PCI_CONFIG_REGION) ||
+            a->offset + a->count > limit) {
+            return -EINVAL;
+        }
+        if (a->region == 0 && m->hdr.command == VFU_CMD_REGION_READ) {
+            fs->bar_reads++;
+            if (fs->how == CLOSE_ON_BAR_READ) {
+                vfu_conn_shutdown(c);
+                return 0;
+            }
+            if (fs->how == GARBAGE_HEADER) {
+                uint8_t junk[16] = { 0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0 };
+                qio_channel_write_all(vfu_conn_ioc(c), (char *)junk,
+                                      sizeof(junk), NULL);
+                return 0;
+            }
+        }
+        r.a = *a;
+        if (m->hdr.command == VFU_CMD_REGION_WRITE) {
+            if (a->region == 0) {
+                memcpy(base + a->offset, a->data, a->count);
+            }
+            return vfu_conn_reply(c, m, &r.a, sizeof(r.a), NULL, 0, NULL);
+        }
+        memcpy(r.d, base + a->offset, a->count);
+        return vfu_conn_reply(c, m, &r, sizeof(r.a) + a->count, NULL, 0,
+                              NULL);
+    }
+    default:
+        return -ENOTSUP;
+    }
+}
+
+static gpointer fake_server_thread(gpointer opaque)
+{
+    FakeServer *fs = opaque;
+    QIOChannelSocket *sioc;
+    g_autoptr(VfuConn) c = NULL;
+    VfuLimits limits;
+    VfuMsg *m;
+
+    qio_channel_set_blocking(QIO_CHANNEL(fs->listener), true, NULL);
+    sioc = qio_channel_socket_accept(fs->listener, NULL);
+    if (!sioc) {
+        return NULL;
+    }
+    vfu_limits_default(&limits);
+    limits.max_msg_fds = 8;
+    c = vfu_conn_new(QIO_CHANNEL(sioc), "fake-server", &limits);
+    object_unref(OBJECT(sioc));
+    vfu_conn_set_timeout(c, 30000);
+    vfu_conn_set_request_func(c, fake_request, fs);
+
+    if (vfu_conn_recv(c, &m, true, NULL) != 1) {
+        return NULL;
+    }
+    if (fs->how == BAD_MAJOR) {
+        VfuVersion v = { 1, 0 };
+        vfu_conn_reply(c, m, &v, sizeof(v), NULL, 0, NULL);
+        vfu_msg_free(m);
+    } else {
+        int r = vfu_conn_negotiate_server(c, m, NULL);
+        vfu_msg_free(m);
+        if (r) {
+            return NULL;
+        }
+    }
+    while (!vfu_conn_is_broken(c) && vfu_conn_recv(c, &m, true, NULL) == 1) {
+        vfu_conn_handle_request(c, m);
+    }
+    return NULL;
+}
+
+static FakeServer *fake_server_start(Misbehave how)
+{
+    FakeServer *fs = g_new0(FakeServer, 1);
+    SocketAddress addr = { .type = SOCKET_ADDRESS_TYPE_UNIX };
+    static int n;
+
+    fs->how = how;
+    fs->path = g_strdup_printf("%s/fake%d.sock", tmpdir, n++);
+    addr.u.q_unix.path = fs->path;
+    fs->listener = qio_channel_socket_new();
+    qio_channel_socket_listen_sync(fs->listener, &addr, 1, &error_abort);
+    stw_le_p(fs->config + PCI_VENDOR_ID, 0x1234);
+    stw_le_p(fs->config + PCI_DEVICE_ID, 0xfeed);
+    fs->config[PCI_INTERRUPT_PIN] = 1;
+    stl_le_p(fs->config + PCI_BASE_ADDRESS_0, 0);   /* 32-bit memory */
+    fs->bar0[0] = 0xcafe0001;
+    fs->thread = g_thread_new("fake-server", fake_server_thread, fs);
+    return fs;
+}
+
+static void fake_server_free(FakeServer *fs)
+{
+    qio_channel_shutdown(QIO_CHANNEL(fs->listener), QIO_CHANNEL_SHUTDOWN_BOTH,
+                         NULL);
+    g_thread_join(fs->thread);
+    object_unref(OBJECT(fs->listener));
+    unlink(fs->path);
+    g_free(fs->path);
+    g_free(fs);
+}
+
+static QTestState *vm_start(void)
+{
+    return qtest_init(FW_ARGS "-M pc");
+}
+
+/* device_add must fail with @reason in the error, and QEMU live on. */
+static void expect_plug_failure(QTestState *qts, const char *path,
+                                const char *timeout, const char *reason)
+{
+    QDict *rsp;
+    const char *desc;
+
+    rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                    "'driver': 'vfio-user-pci', 'id': 'vu', 'socket': %s,"
+                    "'x-msg-timeout': %s, 'addr': '04.0'}}",
+                    path, timeout);
+    g_assert(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("device_add: %s", desc);
+    g_assert(strstr(desc, path));
+    g_assert(strstr(desc, reason));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+}
+
+static void test_no_server(void)
+{
+    QTestState *qts = vm_start();
+    g_autofree char *path = sock_path("nobody");
+
+    expect_plug_failure(qts, path, "1000", "No such file");
+    qtest_quit(qts);
+}
+
+static void test_bad_server(gconstpointer opaque)
+{
+    const struct { Misbehave how; const char *reason; } *t = opaque;
+    QTestState *qts = vm_start();
+    FakeServer *fs = fake_server_start(t->how);
+
+    expect_plug_failure(qts, fs->path, "300", t->reason);
+    qtest_quit(qts);
+    fake_server_free(fs);
+}
+
+static QPCIDevice *plug_fake(QTestState *qts, FakeServer *fs, QPCIBus **bus)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                           "'driver': 'vfio-user-pci', 'id': 'vu',"
+                           "'socket': %s, 'addr': '04.0'}}", fs->path);
+
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    *bus = qpci_new_pc(qts, NULL);
+    return find_dev(*bus);
+}
+
+/* The scripted server, behaving: hotplug, BAR access sizes, reset, unplug. */
+static void test_fake_good(void)
+{
+    QTestState *qts = vm_start();
+    FakeServer *fs = fake_server_start(BEHAVE);
+    QPCIBus *bus;
+    QPCIDevice *dev = plug_fake(qts, fs, &bus);
+    QPCIBar bar;
+    uint64_t size;
+    QDict *rsp;
+
+    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0xfeed);
+    bar = qpci_iomap(dev, 0, &size);
+    g_assert_cmpuint(size, ==, 64);
+    g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xcafe0001);
+    qpci_io_writeb(dev, bar, 8, 0x11);
+    qpci_io_writew(dev, bar, 10, 0x3322);
+    qpci_io_writel(dev, bar, 12, 0x77665544);
+    g_assert_cmphex(qpci_io_readq(dev, bar, 8), ==, 0x7766554433220011ULL);
+    qpci_io_writeq(dev, bar, 16, 0x8877665544332211ULL);
+    g_assert_cmphex(qpci_io_readb(dev, bar, 17), ==, 0x22);
+    g_assert_cmphex(qpci_io_readw(dev, bar, 18), ==, 0x4433);
+    g_assert_cmphex(qpci_io_readl(dev, bar, 20), ==, 0x88776655);
+
+    /* system_reset resets the device on the server */
+    rsp = qtest_qmp(qts, "{'execute': 'system_reset'}");
+    qobject_unref(rsp);
+    qtest_qmp_eventwait(qts, "RESET");
+    g_assert_cmpint(fs->resets, >=, 1);
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qpci_unplug_acpi_device_test(qts, "vu", 4);
+    qtest_quit(qts);
+    fake_server_free(fs);
+}
+
+/* The server vanishes mid-request: all-ones, QEMU and the guest go on. */
+static void test_fake_dies(gconstpointer opaque)
+{
+    Misbehave how = GPOINTER_TO_INT(opaque);
+    QTestState *qts = vm_start();
+    FakeServer *fs = fake_server_start(how);
+    QPCIBus *bus;
+    QPCIDevice *dev = plug_fake(qts, fs, &bus);
+    QPCIBar bar;
+    QDict *rsp;
+
+    bar = qpci_iomap(dev, 0, NULL);
+    g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
+    g_assert_cmpint(fs->bar_reads, ==, 1);
+    /* inert from now on: no more messages, reads all-ones */
+    qpci_io_writel(dev, bar, 4, 1);
+    g_assert_cmphex(qpci_io_readw(dev, bar, 0), ==, 0xffff);
+    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0xffff);
+    rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qpci_unplug_acpi_device_test(qts, "vu", 4);
+    qtest_quit(qts);
+    fake_server_free(fs);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct { Misbehave how; const char *reason; } bad[] = {
+        { NOT_PCI, "not a PCI device" },
+        { BAD_MAJOR, "major version" },
+        { SHORT_REPLY, "bad reply" },
+        { SILENT, "no answer" },
+    };
+    static const char *const bad_names[] = {
+        "not-pci", "bad-major", "short-reply", "silent",
+    };
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    module_call_init(MODULE_INIT_QOM);
+    tmpdir = g_dir_make_tmp("vfio-user-pci-test-XXXXXX", NULL);
+
+    qtest_add_func("/vfio-user-pci/libvfio-user/gpio", test_gpio);
+    qtest_add_func("/vfio-user-pci/libvfio-user/server-nofd",
+                   test_server_sample_nofd);
+    qtest_add_func("/vfio-user-pci/libvfio-user/server-memfd",
+                   test_server_sample_memfd);
+    qtest_add_func("/vfio-user-pci/fail/no-server", test_no_server);
+    for (int i = 0; i < ARRAY_SIZE(bad); i++) {
+        g_autofree char *p = g_strdup_printf("/vfio-user-pci/fail/%s",
+                                             bad_names[i]);
+        qtest_add_data_func(p, &bad[i], test_bad_server);
+    }
+    qtest_add_func("/vfio-user-pci/fake/good", test_fake_good);
+    qtest_add_data_func("/vfio-user-pci/fail/close-mid-request",
+                        GINT_TO_POINTER(CLOSE_ON_BAR_READ), test_fake_dies);
+    qtest_add_data_func("/vfio-user-pci/fail/garbage-reply",
+                        GINT_TO_POINTER(GARBAGE_HEADER), test_fake_dies);
+    ret = g_test_run();
+    rmdir(tmpdir);
+    g_free(tmpdir);
+    return ret;
+}
