@@ -1,0 +1,420 @@
+/*
+ * DMA address space of a device exported over vfio-user.
+ *
+ * The device sees exactly the client's current DMA mappings.  A mapping
+ * that came with an fd is mmap'd and becomes RAM; one without an fd is
+ * an MMIO window whose accesses are forwarded to the client as
+ * DMA_READ/DMA_WRITE.  Everything else fails like a master abort.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/rcu.h"
+#include "qemu/bswap.h"
+#include "qom/object.h"
+#include "exec/memory.h"
+#include "hw/remote/vfio-user/remote.h"
+#include "trace.h"
+
+#define TYPE_VFU_DMA_MAPPING "vfio-user-dma-mapping"
+OBJECT_DECLARE_SIMPLE_TYPE(VfuDmaMapping, VFU_DMA_MAPPING)
+
+/*
+ * One client mapping.  The object owns the MemoryRegion so that users of
+ * the region (address_space_map) keep it alive after an unmap.
+ */
+struct VfuDmaMapping {
+    Object parent_obj;
+
+    MemoryRegion mr;
+    VfuDmaSpace *space;
+    uint64_t iova;
+    uint64_t size;
+    uint32_t flags;
+    void *host;             /* mmap'd client memory, or NULL */
+};
+
+struct VfuDmaSpace {
+    int devfn;
+    MemoryRegion root;
+    MemoryRegion abort;     /* background: everything unmapped */
+    AddressSpace as;
+    GList *maps;            /* of VfuDmaMapping */
+    unsigned nr_maps;
+    VfuDmaPeerFunc *peer_fn;
+    void *peer_opaque;
+};
+
+typedef struct VfuMunmap {
+    struct rcu_head rcu;
+    void *host;
+    size_t len;
+} VfuMunmap;
+
+static void vfu_munmap_rcu(VfuMunmap *m)
+{
+    munmap(m->host, m->len);
+    g_free(m);
+}
+
+static void vfu_dma_mapping_finalize(Object *obj)
+{
+    VfuDmaMapping *map = VFU_DMA_MAPPING(obj);
+
+    /*
+     * The MemoryRegion is gone already (child property); readers of an
+     * old FlatView may still be inside the memory until a grace period.
+     */
+    if (map->host) {
+        VfuMunmap *m = g_new0(VfuMunmap, 1);
+
+        m->host = map->host;
+        m->len = map->size;
+        call_rcu(m, vfu_munmap_rcu, rcu);
+    }
+}
+
+static const TypeInfo vfu_dma_mapping_info = {
+    .name = TYPE_VFU_DMA_MAPPING,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(VfuDmaMapping),
+    .instance_finalize = vfu_dma_mapping_finalize,
+};
+
+static void vfu_dma_register_types(void)
+{
+    type_register_static(&vfu_dma_mapping_info);
+}
+
+type_init(vfu_dma_register_types)
+
+/* Accesses outside any mapping: master abort, never other memory. */
+static MemTxResult vfu_dma_abort_read(void *opaque, hwaddr addr,
+                                      uint64_t *data, unsigned size,
+                                      MemTxAttrs attrs)
+{
+    VfuDmaSpace *s = opaque;
+
+    trace_vfio_user_srv_dma_fault(s->devfn, addr, size, false);
+    *data = size >= 8 ? UINT64_MAX : (1ULL << (size * 8)) - 1;
+    return MEMTX_DECODE_ERROR;
+}
+
+static MemTxResult vfu_dma_abort_write(void *opaque, hwaddr addr,
+                                       uint64_t data, unsigned size,
+                                       MemTxAttrs attrs)
+{
+    VfuDmaSpace *s = opaque;
+
+    trace_vfio_user_srv_dma_fault(s->devfn, addr, size, true);
+    return MEMTX_DECODE_ERROR;
+}
+
+static const MemoryRegionOps vfu_dma_abort_ops = {
+    .read_with_attrs = vfu_dma_abort_read,
+    .write_with_attrs = vfu_dma_abort_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
+    .impl = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
+};
+
+/* Accesses to a mapping without an fd: the client serves them. */
+static MemTxResult vfu_dma_peer_read(void *opaque, hwaddr addr,
+                                     uint64_t *data, unsigned size,
+                                     MemTxAttrs attrs)
+{
+    VfuDmaMapping *map = opaque;
+    VfuDmaSpace *s = map->space;
+    uint8_t buf[8] = { 0 };
+    MemTxResult r = MEMTX_DECODE_ERROR;
+
+    if (!(map->flags & VFU_DMA_MAP_F_READ)) {
+        trace_vfio_user_srv_dma_fault(s->devfn, map->iova + addr, size, false);
+    } else if (s->peer_fn) {
+        r = s->peer_fn(s->peer_opaque, map->iova + addr, buf, size, false);
+    }
+    *data = r == MEMTX_OK ? ldn_le_p(buf, size) :
+            size >= 8 ? UINT64_MAX : (1ULL << (size * 8)) - 1;
+    return r;
+}
+
+static MemTxResult vfu_dma_peer_write(void *opaque, hwaddr addr,
+                                      uint64_t data, unsigned size,
+                                      MemTxAttrs attrs)
+{
+    VfuDmaMapping *map = opaque;
+    VfuDmaSpace *s = map->space;
+    uint8_t buf[8];
+
+    if (!(map->flags & VFU_DMA_MAP_F_WRITE) || !s->peer_fn) {
+        trace_vfio_user_srv_dma_fault(s->devfn, map->iova + addr, size, true);
+        return MEMTX_DECODE_ERROR;
+    }
+    stn_le_p(buf, size, data);
+    return s->peer_fn(s->peer_opaque, map->iova + addr, buf, size, true);
+}
+
+static const MemoryRegionOps vfu_dma_peer_ops = {
+    .read_with_attrs = vfu_dma_peer_read,
+    .write_with_attrs = vfu_dma_peer_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
+    .impl = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
+};
+
+VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn)
+{
+    VfuDmaSpace *s = g_new0(VfuDmaSpace, 1);
+    g_autofree char *name = g_strdup_printf("vfio-user-dma-%02x.%x",
+                                            PCI_SLOT(devfn), PCI_FUNC(devfn));
+
+    s->devfn = devfn;
+    memory_region_init(&s->root, owner, name, UINT64_MAX);
+    memory_region_init_io(&s->abort, owner, &vfu_dma_abort_ops, s,
+                          "vfio-user-dma-unmapped", UINT64_MAX);
+    memory_region_add_subregion_overlap(&s->root, 0, &s->abort, -1);
+    address_space_init(&s->as, &s->root, name);
+    return s;
+}
+
+AddressSpace *vfu_dma_space_as(VfuDmaSpace *s)
+{
+    return &s->as;
+}
+
+void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn, void *opaque)
+{
+    s->peer_fn = fn;
+    s->peer_opaque = opaque;
+}
+
+unsigned vfu_dma_space_count(VfuDmaSpace *s)
+{
+    return s->nr_maps;
+}
+
+static bool vfu_dma_check_range(uint64_t addr, uint64_t size, uint64_t pgsize,
+                                const char *what, Error **errp)
+{
+    if (size == 0) {
+        error_setg(errp, "%s: size is 0", what);
+        return false;
+    }
+    if ((addr | size) & (pgsize - 1)) {
+        error_setg(errp, "%s: address 0x%" PRIx64 " or size 0x%" PRIx64
+                   " is not aligned to 0x%" PRIx64, what, addr, size, pgsize);
+        return false;
+    }
+    if (addr + size - 1 < addr) {
+        error_setg(errp, "%s: 0x%" PRIx64 "+0x%" PRIx64 " overflows", what,
+                   addr, size);
+        return false;
+    }
+    return true;
+}
+
+static bool vfu_dma_overlaps(VfuDmaMapping *m, uint64_t addr, uint64_t size)
+{
+    return addr <= m->iova + m->size - 1 && m->iova <= addr + size - 1;
+}
+
+/* mmap the client's memory; returns NULL and sets @errp on failure. */
+static void *vfu_dma_mmap(int fd, uint64_t offset, uint64_t size,
+                          uint32_t flags, Error **errp)
+{
+    struct stat st;
+    void *p;
+    int prot = PROT_READ | ((flags & VFU_DMA_MAP_F_WRITE) ? PROT_WRITE : 0);
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "DMA_MAP: fstat");
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        error_setg(errp, "DMA_MAP: the fd is not a regular file or memfd");
+        return NULL;
+    }
+    if (st.st_size <= 0) {
+        error_setg(errp, "DMA_MAP: the file is empty");
+        return NULL;
+    }
+    if (offset & (qemu_real_host_page_size() - 1)) {
+        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " is not page aligned",
+                   offset);
+        return NULL;
+    }
+    if (offset > st.st_size || size > st.st_size - offset) {
+        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " size 0x%" PRIx64
+                   " beyond the end of the file (0x%" PRIx64 ")",
+                   offset, size, (uint64_t)st.st_size);
+        return NULL;
+    }
+    if (size > SIZE_MAX) {
+        error_setg(errp, "DMA_MAP: size too large");
+        return NULL;
+    }
+    p = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
+    if (p == MAP_FAILED) {
+        error_setg_errno(errp, errno, "DMA_MAP: mmap");
+        return NULL;
+    }
+    return p;
+}
+
+int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
+                      uint32_t max_maps, uint64_t pgsize, Error **errp)
+{
+    VfuDmaMapping *map;
+    g_autofree char *name = NULL;
+    void *host = NULL;
+    int ret = -EINVAL;
+
+    if (req->argsz != sizeof(*req)) {
+        error_setg(errp, "DMA_MAP: argsz %u, expected %zu", req->argsz,
+                   sizeof(*req));
+        goto out;
+    }
+    if (req->flags & ~(VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE)) {
+        error_setg(errp, "DMA_MAP: unknown flags 0x%x", req->flags);
+        goto out;
+    }
+    if (!req->flags) {
+        error_setg(errp, "DMA_MAP: neither READ nor WRITE");
+        goto out;
+    }
+    if (!vfu_dma_check_range(req->address, req->size, pgsize, "DMA_MAP",
+                             errp)) {
+        goto out;
+    }
+    if (fd < 0 && req->offset) {
+        error_setg(errp, "DMA_MAP: offset without an fd");
+        goto out;
+    }
+    for (GList *l = s->maps; l; l = l->next) {
+        if (vfu_dma_overlaps(l->data, req->address, req->size)) {
+            error_setg(errp, "DMA_MAP: 0x%" PRIx64 "+0x%" PRIx64
+                       " overlaps an existing mapping", req->address,
+                       req->size);
+            ret = -EEXIST;
+            goto out;
+        }
+    }
+    if (s->nr_maps >= max_maps) {
+        error_setg(errp, "DMA_MAP: already %u mappings", s->nr_maps);
+        ret = -ENOSPC;
+        goto out;
+    }
+    if (fd >= 0) {
+        host = vfu_dma_mmap(fd, req->offset, req->size, req->flags, errp);
+        if (!host) {
+            goto out;
+        }
+    }
+
+    map = VFU_DMA_MAPPING(object_new(TYPE_VFU_DMA_MAPPING));
+    map->space = s;
+    map->iova = req->address;
+    map->size = req->size;
+    map->flags = req->flags;
+    map->host = host;
+    name = g_strdup_printf("vfio-user-dma-0x%" PRIx64, req->address);
+    if (host) {
+        memory_region_init_ram_ptr(&map->mr, OBJECT(map), name, req->size,
+                                   host);
+        if (!(req->flags & VFU_DMA_MAP_F_WRITE)) {
+            memory_region_set_readonly(&map->mr, true);
+        }
+    } else {
+        memory_region_init_io(&map->mr, OBJECT(map), &vfu_dma_peer_ops, map,
+                              name, req->size);
+    }
+    memory_region_add_subregion(&s->root, req->address, &map->mr);
+    s->maps = g_list_prepend(s->maps, map);
+    s->nr_maps++;
+    trace_vfio_user_srv_dma_map(s->devfn, req->address, req->size,
+                                req->offset, req->flags, fd >= 0);
+    ret = 0;
+out:
+    if (fd >= 0) {
+        /* the mmap keeps the memory; the fd itself is not needed */
+        close(fd);
+    }
+    return ret;
+}
+
+static void vfu_dma_remove(VfuDmaSpace *s, VfuDmaMapping *map)
+{
+    trace_vfio_user_srv_dma_unmap(s->devfn, map->iova, map->size);
+    memory_region_del_subregion(&s->root, &map->mr);
+    s->maps = g_list_remove(s->maps, map);
+    s->nr_maps--;
+    /* the FlatView and in-flight users drop their references later */
+    object_unref(OBJECT(map));
+}
+
+int vfu_dma_space_unmap(VfuDmaSpace *s, const VfuDmaUnmap *req,
+                        uint64_t pgsize, Error **errp)
+{
+    GList *victims = NULL;
+
+    if (req->flags & VFU_DMA_UNMAP_F_GET_DIRTY_BITMAP) {
+        error_setg(errp, "DMA_UNMAP: dirty page tracking is not supported");
+        return -ENOTSUP;
+    }
+    if (req->flags & ~VFU_DMA_UNMAP_F_ALL) {
+        error_setg(errp, "DMA_UNMAP: unknown flags 0x%x", req->flags);
+        return -EINVAL;
+    }
+    if (req->flags & VFU_DMA_UNMAP_F_ALL) {
+        if (req->address || req->size) {
+            error_setg(errp, "DMA_UNMAP: unmap-all with an address or size");
+            return -EINVAL;
+        }
+        vfu_dma_space_unmap_all(s);
+        return 0;
+    }
+    if (!vfu_dma_check_range(req->address, req->size, pgsize, "DMA_UNMAP",
+                             errp)) {
+        return -EINVAL;
+    }
+    /* whole mappings only: refuse to split one */
+    for (GList *l = s->maps; l; l = l->next) {
+        VfuDmaMapping *m = l->data;
+
+        if (!vfu_dma_overlaps(m, req->address, req->size)) {
+            continue;
+        }
+        if (m->iova < req->address ||
+            m->iova + m->size - 1 > req->address + req->size - 1) {
+            g_list_free(victims);
+            error_setg(errp, "DMA_UNMAP: 0x%" PRIx64 "+0x%" PRIx64
+                       " covers part of mapping 0x%" PRIx64 "+0x%" PRIx64,
+                       req->address, req->size, m->iova, m->size);
+            return -EINVAL;
+        }
+        victims = g_list_prepend(victims, m);
+    }
+    if (!victims) {
+        error_setg(errp, "DMA_UNMAP: nothing mapped at 0x%" PRIx64 "+0x%"
+                   PRIx64, req->address, req->size);
+        return -ENOENT;
+    }
+    memory_region_transaction_begin();
+    for (GList *l = victims; l; l = l->next) {
+        vfu_dma_remove(s, l->data);
+    }
+    memory_region_transaction_commit();
+    g_list_free(victims);
+    return 0;
+}
+
+void vfu_dma_space_unmap_all(VfuDmaSpace *s)
+{
+    memory_region_transaction_begin();
+    while (s->maps) {
+        vfu_dma_remove(s, s->maps->data);
+    }
+    memory_region_transaction_commit();
+}

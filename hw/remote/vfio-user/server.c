@@ -1,0 +1,936 @@
+/*
+ * vfio-user-server: export one PCI device of the remote machine over a
+ * vfio-user UNIX socket, to one client at a time.
+ *
+ *   -object vfio-user-server,id=v0,socket=/run/n0.sock,device=n0
+ *
+ * Everything runs in the main loop with the BQL held: the listening and
+ * client sockets are watched there, requests are served to completion,
+ * and a device's DMA to client memory without an fd is a synchronous
+ * DMA_READ/DMA_WRITE round trip (the connection serves client requests
+ * that arrive meanwhile and gives up after its timeout).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/bswap.h"
+#include "qom/object.h"
+#include "qom/object_interfaces.h"
+#include "sysemu/sysemu.h"
+#include "io/channel-socket.h"
+#include "exec/memory.h"
+#include "hw/qdev-core.h"
+#include "hw/pci/pci.h"
+#include "hw/pci/pci_host.h"
+#include "hw/vfio-user/conn.h"
+#include "hw/remote/vfio-user/remote.h"
+#include "trace.h"
+
+#define TYPE_VFU_SERVER "vfio-user-server"
+OBJECT_DECLARE_SIMPLE_TYPE(VfuServer, VFU_SERVER)
+
+#define TYPE_VFU_BAR_WINDOWS "vfio-user-bar-windows"
+OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
+
+/* Our limits, advertised with VERSION */
+#define VFU_SERVER_MAX_FDS      8
+#define VFU_SERVER_MAX_MAPS     1024
+#define VFU_SERVER_PGSIZE       4096
+/* Client requests served inside a DMA round trip, nested */
+#define VFU_SERVER_MAX_DEPTH    4
+/* Messages handled per wake-up, so one client cannot starve the loop */
+#define VFU_SERVER_BATCH        64
+
+#define VFU_NUM_BARS            (VFU_PCI_ROM_REGION + 1)
+
+/*
+ * Private views of the device's BARs and ROM.  A BAR is mapped in no
+ * address space until the client programs it, so accesses go through an
+ * AddressSpace of our own; subregions (an MSI-X table in a BAR) resolve
+ * as usual.  A separate object owns the regions so that it outlives the
+ * AddressSpaces, which are freed after an RCU grace period.
+ */
+struct VfuBarWindows {
+    Object parent_obj;
+
+    MemoryRegion root[VFU_NUM_BARS];
+    MemoryRegion alias[VFU_NUM_BARS];
+    AddressSpace as[VFU_NUM_BARS];
+    uint64_t size[VFU_NUM_BARS];
+    bool io[VFU_NUM_BARS];
+};
+
+struct VfuServer {
+    Object parent_obj;
+
+    char *socket;
+    char *device;
+    bool completed;
+    Notifier machine_done;
+    bool waiting_machine;
+
+    PCIDevice *pdev;
+    Error *unplug_blocker;
+    VfuBarWindows *bars;
+    VfuIrqs *irqs;
+    VfuDmaSpace *dma;
+
+    QIOChannelSocket *listener;
+    guint listen_tag;
+
+    VfuConn *conn;
+    guint client_tag;
+    bool negotiated;
+    unsigned depth;
+    char *name;
+};
+
+static const TypeInfo vfu_bar_windows_info = {
+    .name = TYPE_VFU_BAR_WINDOWS,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(VfuBarWindows),
+};
+
+static const char *vfu_server_id(VfuServer *s)
+{
+    return s->name ?: "?";
+}
+
+/* ---- regions -------------------------------------------------------------- */
+
+static VfuBarWindows *vfu_bar_windows_new(PCIDevice *pdev)
+{
+    VfuBarWindows *b = VFU_BAR_WINDOWS(object_new(TYPE_VFU_BAR_WINDOWS));
+
+    for (int i = 0; i < VFU_NUM_BARS; i++) {
+        PCIIORegion *r = &pdev->io_regions[i];
+        g_autofree char *name = g_strdup_printf("vfio-user-bar%d", i);
+
+        if (!r->size || !r->memory) {
+            continue;
+        }
+        b->size[i] = r->size;
+        b->io[i] = r->type & PCI_BASE_ADDRESS_SPACE_IO;
+        memory_region_init(&b->root[i], OBJECT(b), name, r->size);
+        memory_region_init_alias(&b->alias[i], OBJECT(b), name, r->memory, 0,
+                                 r->size);
+        memory_region_add_subregion(&b->root[i], 0, &b->alias[i]);
+        address_space_init(&b->as[i], &b->root[i], name);
+    }
+    return b;
+}
+
+static void vfu_bar_windows_free(VfuBarWindows *b)
+{
+    for (int i = 0; i < VFU_NUM_BARS; i++) {
+        if (b->size[i]) {
+            address_space_destroy(&b->as[i]);
+        }
+    }
+    /* each AddressSpace holds a reference until its RCU callback */
+    object_unref(OBJECT(b));
+}
+
+static uint64_t vfu_region_size(VfuServer *s, uint32_t index)
+{
+    if (index < VFU_NUM_BARS) {
+        return s->bars->size[index];
+    }
+    if (index == VFU_PCI_CONFIG_REGION) {
+        return pci_config_size(s->pdev);
+    }
+    return 0;
+}
+
+static int vfu_region_check(VfuServer *s, uint32_t index, uint64_t offset,
+                            uint64_t count, Error **errp)
+{
+    uint64_t size;
+
+    if (index >= VFU_PCI_NUM_REGIONS) {
+        error_setg(errp, "bad region index %u", index);
+        return -EINVAL;
+    }
+    size = vfu_region_size(s, index);
+    if (count == 0 || offset > size || count > size - offset) {
+        error_setg(errp, "region %u: 0x%" PRIx64 "+0x%" PRIx64
+                   " outside its 0x%" PRIx64 " bytes", index, offset, count,
+                   size);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Config space, in naturally aligned pieces of at most 4 bytes. */
+static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
+                          uint64_t count, bool is_write)
+{
+    uint32_t limit = pci_config_size(s->pdev);
+
+    while (count) {
+        unsigned len = !(offset & 3) && count >= 4 ? 4 :
+                       !(offset & 1) && count >= 2 ? 2 : 1;
+
+        if (is_write) {
+            pci_host_config_write_common(s->pdev, offset, limit,
+                                         ldn_le_p(buf, len), len);
+        } else {
+            stn_le_p(buf, len, pci_host_config_read_common(s->pdev, offset,
+                                                           limit, len));
+        }
+        offset += len;
+        buf += len;
+        count -= len;
+    }
+}
+
+/* Access a checked range of a region. */
+static int vfu_region_rw(VfuServer *s, uint32_t index, uint64_t offset,
+                         uint8_t *buf, uint64_t count, bool is_write,
+                         Error **errp)
+{
+    MemTxResult r;
+
+    if (index == VFU_PCI_CONFIG_REGION) {
+        vfu_config_rw(s, offset, buf, count, is_write);
+        return 0;
+    }
+    if (index == VFU_PCI_ROM_REGION && is_write) {
+        error_setg(errp, "the ROM is read-only");
+        return -EINVAL;
+    }
+    /* a 1/2/4/8-byte aligned count becomes one access of that size */
+    r = address_space_rw(&s->bars->as[index], offset, MEMTXATTRS_UNSPECIFIED,
+                         buf, count, is_write);
+    if (r != MEMTX_OK) {
+        error_setg(errp, "region %u: access at 0x%" PRIx64 " failed (%u)",
+                   index, offset, r);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static int vfu_handle_get_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                               Error **errp)
+{
+    VfuDeviceInfo *req = (VfuDeviceInfo *)msg->payload;
+    VfuDeviceInfo info = {
+        .argsz = sizeof(info),
+        .flags = VFU_DEV_F_PCI | VFU_DEV_F_RESET,
+        .num_regions = VFU_PCI_NUM_REGIONS,
+        .num_irqs = VFU_PCI_NUM_IRQS,
+    };
+
+    if (req->argsz < sizeof(info)) {
+        error_setg(errp, "DEVICE_GET_INFO: argsz %u too small", req->argsz);
+        return -EINVAL;
+    }
+    return vfu_conn_reply(conn, msg, &info, sizeof(info), NULL, 0, errp);
+}
+
+static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                  Error **errp)
+{
+    VfuRegionInfo *req = (VfuRegionInfo *)msg->payload;
+    VfuRegionInfo info = { .argsz = sizeof(info) };
+
+    if (req->argsz < sizeof(info)) {
+        error_setg(errp, "DEVICE_GET_REGION_INFO: argsz %u too small",
+                   req->argsz);
+        return -EINVAL;
+    }
+    if (req->index >= VFU_PCI_NUM_REGIONS) {
+        error_setg(errp, "DEVICE_GET_REGION_INFO: bad index %u", req->index);
+        return -EINVAL;
+    }
+    info.index = req->index;
+    info.size = vfu_region_size(s, req->index);
+    if (info.size) {
+        info.flags = VFU_REGION_F_READ;
+        if (req->index != VFU_PCI_ROM_REGION) {
+            info.flags |= VFU_REGION_F_WRITE;
+        }
+    }
+    trace_vfio_user_srv_region_info(vfu_server_id(s), info.index, info.size,
+                                    info.flags);
+    return vfu_conn_reply(conn, msg, &info, sizeof(info), NULL, 0, errp);
+}
+
+static int vfu_handle_region_io_fds(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                    Error **errp)
+{
+    VfuRegionIoFds *req = (VfuRegionIoFds *)msg->payload;
+    VfuRegionIoFds reply = { .argsz = sizeof(reply), .index = req->index };
+
+    if (req->index >= VFU_PCI_NUM_REGIONS) {
+        error_setg(errp, "DEVICE_GET_REGION_IO_FDS: bad index %u", req->index);
+        return -EINVAL;
+    }
+    /* no ioeventfds: every access comes as a message */
+    return vfu_conn_reply(conn, msg, &reply, sizeof(reply), NULL, 0, errp);
+}
+
+static int vfu_handle_irq_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                               Error **errp)
+{
+    VfuIrqInfo *req = (VfuIrqInfo *)msg->payload;
+    VfuIrqInfo info = { .argsz = sizeof(info) };
+
+    if (req->argsz < sizeof(info)) {
+        error_setg(errp, "DEVICE_GET_IRQ_INFO: argsz %u too small", req->argsz);
+        return -EINVAL;
+    }
+    if (req->index >= VFU_PCI_NUM_IRQS) {
+        error_setg(errp, "DEVICE_GET_IRQ_INFO: bad index %u", req->index);
+        return -EINVAL;
+    }
+    info.index = req->index;
+    info.count = vfu_irqs_count(s->irqs, req->index);
+    info.flags = vfu_irqs_flags(s->irqs, req->index);
+    return vfu_conn_reply(conn, msg, &info, sizeof(info), NULL, 0, errp);
+}
+
+static int vfu_handle_region_read(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                  Error **errp)
+{
+    VfuRegionAccess *req = (VfuRegionAccess *)msg->payload;
+    g_autofree VfuRegionAccess *reply = NULL;
+    int ret;
+
+    ret = vfu_region_check(s, req->region, req->offset, req->count, errp);
+    if (ret) {
+        return ret;
+    }
+    reply = g_malloc0(sizeof(*reply) + req->count);
+    *reply = *req;
+    ret = vfu_region_rw(s, req->region, req->offset, reply->data, req->count,
+                        false, errp);
+    trace_vfio_user_srv_region_read(vfu_server_id(s), req->region,
+                                    req->offset, req->count, ret);
+    if (ret) {
+        return ret;
+    }
+    return vfu_conn_reply(conn, msg, reply, sizeof(*reply) + req->count,
+                          NULL, 0, errp);
+}
+
+static int vfu_handle_region_write(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                   Error **errp)
+{
+    VfuRegionAccess *req = (VfuRegionAccess *)msg->payload;
+    VfuRegionAccess reply;
+    int ret;
+
+    ret = vfu_region_check(s, req->region, req->offset, req->count, errp);
+    if (ret) {
+        return ret;
+    }
+    reply = *req;
+    ret = vfu_region_rw(s, req->region, req->offset, req->data, req->count,
+                        true, errp);
+    trace_vfio_user_srv_region_write(vfu_server_id(s), req->region,
+                                     req->offset, req->count, ret);
+    if (ret) {
+        return ret;
+    }
+    return vfu_conn_reply(conn, msg, &reply, sizeof(reply), NULL, 0, errp);
+}
+
+static int vfu_handle_write_multi(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                  Error **errp)
+{
+    VfuWriteMulti *req = (VfuWriteMulti *)msg->payload;
+    uint64_t wr_cnt = req->wr_cnt;
+    int ret;
+
+    /* all or nothing: check every entry before the first write */
+    for (uint64_t i = 0; i < wr_cnt; i++) {
+        ret = vfu_region_check(s, req->wrs[i].region, req->wrs[i].offset,
+                               req->wrs[i].count, errp);
+        if (ret) {
+            error_prepend(errp, "REGION_WRITE_MULTI entry %" PRIu64 ": ", i);
+            return ret;
+        }
+    }
+    for (uint64_t i = 0; i < wr_cnt; i++) {
+        ret = vfu_region_rw(s, req->wrs[i].region, req->wrs[i].offset,
+                            req->wrs[i].data, req->wrs[i].count, true, errp);
+        if (ret) {
+            return ret;
+        }
+    }
+    trace_vfio_user_srv_write_multi(vfu_server_id(s), wr_cnt);
+    return vfu_conn_reply(conn, msg, &wr_cnt, sizeof(wr_cnt), NULL, 0, errp);
+}
+
+static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                              Error **errp)
+{
+    VfuDmaMap *req = (VfuDmaMap *)msg->payload;
+    const VfuLimits *ours = vfu_conn_local_limits(conn);
+    int fd = msg->nfds ? vfu_msg_steal_fd(msg, 0) : -1;
+    int ret;
+
+    ret = vfu_dma_space_map(s->dma, req, fd, ours->max_dma_maps,
+                            VFU_SERVER_PGSIZE, errp);
+    if (ret) {
+        return ret;
+    }
+    return vfu_conn_reply(conn, msg, NULL, 0, NULL, 0, errp);
+}
+
+static int vfu_handle_dma_unmap(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                                Error **errp)
+{
+    VfuDmaUnmap reply = *(VfuDmaUnmap *)msg->payload;
+    int ret;
+
+    if (reply.argsz < sizeof(reply)) {
+        error_setg(errp, "DMA_UNMAP: argsz %u too small", reply.argsz);
+        return -EINVAL;
+    }
+    ret = vfu_dma_space_unmap(s->dma, &reply, VFU_SERVER_PGSIZE, errp);
+    if (ret) {
+        return ret;
+    }
+    reply.argsz = sizeof(reply);
+    return vfu_conn_reply(conn, msg, &reply, sizeof(reply), NULL, 0, errp);
+}
+
+static int vfu_handle_set_irqs(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                               Error **errp)
+{
+    int ret = vfu_irqs_set(s->irqs, (VfuIrqSet *)msg->payload, msg->fds,
+                           msg->nfds, errp);
+
+    if (ret) {
+        return ret;
+    }
+    return vfu_conn_reply(conn, msg, NULL, 0, NULL, 0, errp);
+}
+
+static int vfu_handle_reset(VfuServer *s, VfuConn *conn, VfuMsg *msg,
+                            Error **errp)
+{
+    trace_vfio_user_srv_reset(vfu_server_id(s), "request");
+    pci_device_reset(s->pdev);
+    return vfu_conn_reply(conn, msg, NULL, 0, NULL, 0, errp);
+}
+
+static int vfu_server_request(VfuConn *conn, VfuMsg *msg, void *opaque)
+{
+    VfuServer *s = opaque;
+    Error *err = NULL;
+    int ret;
+
+    trace_vfio_user_srv_request(vfu_server_id(s), msg->hdr.msg_id,
+                                vfu_command_name(msg->hdr.command));
+    if (s->depth >= VFU_SERVER_MAX_DEPTH) {
+        trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
+                                           vfu_command_name(msg->hdr.command),
+                                           EBUSY, "nested too deep");
+        return -EBUSY;
+    }
+    s->depth++;
+    switch (msg->hdr.command) {
+    case VFU_CMD_VERSION:
+        error_setg(&err, "VERSION was negotiated already");
+        ret = -EINVAL;
+        break;
+    case VFU_CMD_DMA_MAP:
+        ret = vfu_handle_dma_map(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DMA_UNMAP:
+        ret = vfu_handle_dma_unmap(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_GET_INFO:
+        ret = vfu_handle_get_info(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_GET_REGION_INFO:
+        ret = vfu_handle_region_info(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_GET_REGION_IO_FDS:
+        ret = vfu_handle_region_io_fds(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_GET_IRQ_INFO:
+        ret = vfu_handle_irq_info(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_SET_IRQS:
+        ret = vfu_handle_set_irqs(s, conn, msg, &err);
+        break;
+    case VFU_CMD_REGION_READ:
+        ret = vfu_handle_region_read(s, conn, msg, &err);
+        break;
+    case VFU_CMD_REGION_WRITE:
+        ret = vfu_handle_region_write(s, conn, msg, &err);
+        break;
+    case VFU_CMD_REGION_WRITE_MULTI:
+        ret = vfu_handle_write_multi(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DEVICE_RESET:
+        ret = vfu_handle_reset(s, conn, msg, &err);
+        break;
+    case VFU_CMD_DMA_READ:
+    case VFU_CMD_DMA_WRITE:
+        error_setg(&err, "%s goes from server to client",
+                   vfu_command_name(msg->hdr.command));
+        ret = -EINVAL;
+        break;
+    case VFU_CMD_DEVICE_FEATURE:
+    case VFU_CMD_MIG_DATA_READ:
+    case VFU_CMD_MIG_DATA_WRITE:
+        error_setg(&err, "migration is not supported");
+        ret = -ENOTSUP;
+        break;
+    default:
+        error_setg(&err, "unknown command");
+        ret = -ENOSYS;
+        break;
+    }
+    s->depth--;
+    if (ret) {
+        trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
+                                           vfu_command_name(msg->hdr.command),
+                                           -ret,
+                                           err ? error_get_pretty(err) : "");
+    }
+    error_free(err);
+    return ret;
+}
+
+/* ---- DMA to client memory without an fd ---------------------------------- */
+
+static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
+                                       uint64_t len, bool is_write)
+{
+    VfuServer *s = opaque;
+    uint8_t *p = buf;
+
+    while (len) {
+        g_autoptr(VfuMsg) reply = NULL;
+        g_autofree VfuDmaAccess *req = NULL;
+        Error *err = NULL;
+        uint64_t chunk, max;
+        VfuDmaAccess *a;
+        int ret;
+
+        if (!s->conn || !s->negotiated || vfu_conn_is_broken(s->conn)) {
+            trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, len,
+                                                "no client");
+            return MEMTX_ERROR;
+        }
+        max = vfu_conn_peer_limits(s->conn)->max_data_xfer_size;
+        chunk = MIN(len, max);
+        req = g_malloc0(sizeof(*req) + (is_write ? chunk : 0));
+        req->address = addr;
+        req->count = chunk;
+        if (is_write) {
+            memcpy(req->data, p, chunk);
+        }
+        trace_vfio_user_srv_dma_peer(vfu_server_id(s), addr, chunk, is_write);
+        ret = vfu_conn_call(s->conn,
+                            is_write ? VFU_CMD_DMA_WRITE : VFU_CMD_DMA_READ,
+                            req, sizeof(*req) + (is_write ? chunk : 0),
+                            NULL, 0, &reply, &err);
+        if (ret) {
+            trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, chunk,
+                                                error_get_pretty(err));
+            error_free(err);
+            return MEMTX_ERROR;
+        }
+        a = (VfuDmaAccess *)reply->payload;
+        if (reply->len < sizeof(*a) || a->address != addr ||
+            a->count != chunk ||
+            (!is_write && reply->len != sizeof(*a) + chunk)) {
+            trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, chunk,
+                                                "reply does not match");
+            return MEMTX_ERROR;
+        }
+        if (!is_write) {
+            memcpy(p, a->data, chunk);
+        }
+        p += chunk;
+        addr += chunk;
+        len -= chunk;
+    }
+    return MEMTX_OK;
+}
+
+/* ---- sockets -------------------------------------------------------------- */
+
+static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
+                                  gpointer opaque);
+
+static void vfu_server_listen_watch(VfuServer *s)
+{
+    if (s->listener && !s->listen_tag) {
+        s->listen_tag = qio_channel_add_watch(QIO_CHANNEL(s->listener),
+                                              G_IO_IN, vfu_server_accept,
+                                              s, NULL);
+    }
+}
+
+/*
+ * Forget the client: its interrupts, its DMA mappings and whatever state
+ * it left in the device.  @from_watch: called by the client watch, which
+ * removes itself.
+ */
+static void vfu_server_drop_client(VfuServer *s, bool from_watch,
+                                   bool relisten)
+{
+    if (!s->conn) {
+        return;
+    }
+    trace_vfio_user_srv_disconnect(vfu_server_id(s));
+    if (s->client_tag && !from_watch) {
+        g_source_remove(s->client_tag);
+    }
+    s->client_tag = 0;
+    vfu_conn_shutdown(s->conn);
+    vfu_dma_space_set_peer(s->dma, NULL, NULL);
+    vfu_irqs_reset(s->irqs);
+    trace_vfio_user_srv_reset(vfu_server_id(s), "disconnect");
+    pci_device_reset(s->pdev);
+    vfu_dma_space_unmap_all(s->dma);
+    vfu_conn_free(s->conn);
+    s->conn = NULL;
+    s->negotiated = false;
+    if (relisten) {
+        vfu_server_listen_watch(s);
+    }
+}
+
+static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
+                                     gpointer opaque)
+{
+    VfuServer *s = opaque;
+
+    for (int n = 0; n < VFU_SERVER_BATCH; n++) {
+        VfuMsg *msg = NULL;
+        Error *err = NULL;
+        int r;
+
+        if (!s->conn || vfu_conn_is_broken(s->conn)) {
+            break;
+        }
+        r = vfu_conn_recv(s->conn, &msg, false, &err);
+        if (r < 0) {
+            trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                             err ? error_get_pretty(err) : "");
+            error_free(err);
+            break;
+        }
+        if (r == 0) {
+            return G_SOURCE_CONTINUE;
+        }
+        if (!s->negotiated) {
+            /* the first message must be VERSION */
+            if (vfu_conn_negotiate_server(s->conn, msg, &err) < 0) {
+                trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                                 error_get_pretty(err));
+                error_free(err);
+                vfu_msg_free(msg);
+                vfu_conn_shutdown(s->conn);
+                break;
+            }
+            s->negotiated = true;
+            vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
+            vfu_msg_free(msg);
+            continue;
+        }
+        if (vfu_msg_is_reply(msg)) {
+            trace_vfio_user_srv_stray_reply(vfu_server_id(s), msg->hdr.msg_id);
+            vfu_msg_free(msg);
+            continue;
+        }
+        vfu_conn_handle_request(s->conn, msg);
+    }
+    if (s->conn && !vfu_conn_is_broken(s->conn)) {
+        return G_SOURCE_CONTINUE;   /* batch full: come back later */
+    }
+    vfu_server_drop_client(s, true, true);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
+                                  gpointer opaque)
+{
+    VfuServer *s = opaque;
+    g_autoptr(QIOChannelSocket) sioc = NULL;
+    g_autofree char *name = NULL;
+    Error *err = NULL;
+    VfuLimits ours;
+
+    sioc = qio_channel_socket_accept(s->listener, &err);
+    if (!sioc) {
+        trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                         err ? error_get_pretty(err) : "");
+        error_free(err);
+        return G_SOURCE_CONTINUE;
+    }
+    if (s->conn) {
+        /* cannot happen: we stop watching while a client is connected */
+        return G_SOURCE_CONTINUE;
+    }
+    trace_vfio_user_srv_accept(vfu_server_id(s));
+
+    vfu_limits_default(&ours);
+    ours.max_msg_fds = VFU_SERVER_MAX_FDS;
+    ours.max_data_xfer_size = VFU_MAX_XFER_SIZE;
+    ours.max_dma_maps = VFU_SERVER_MAX_MAPS;
+    ours.pgsizes = VFU_SERVER_PGSIZE;
+    ours.write_multiple = true;
+    name = g_strdup_printf("vfio-user-server %s", vfu_server_id(s));
+    qio_channel_set_name(QIO_CHANNEL(sioc), name);
+    s->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
+    s->negotiated = false;
+    vfu_conn_set_request_func(s->conn, vfu_server_request, s);
+    s->client_tag = qio_channel_add_watch(QIO_CHANNEL(sioc),
+                                          G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                          vfu_server_client_io, s, NULL);
+    /* one client at a time: the next waits in the backlog */
+    s->listen_tag = 0;
+    return G_SOURCE_REMOVE;
+}
+
+/* A live server answers on the path; a stale socket file does not. */
+static bool vfu_server_prepare_path(const char *path, Error **errp)
+{
+    g_autoptr(QIOChannelSocket) probe = NULL;
+    SocketAddress addr = {
+        .type = SOCKET_ADDRESS_TYPE_UNIX,
+        .u.q_unix.path = (char *)path,
+    };
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        return true;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        error_setg(errp, "'%s' exists and is not a socket", path);
+        return false;
+    }
+    probe = qio_channel_socket_new();
+    if (qio_channel_socket_connect_sync(probe, &addr, NULL) == 0) {
+        error_setg(errp, "'%s' is in use by a running server", path);
+        return false;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        error_setg_errno(errp, errno, "cannot remove stale socket '%s'", path);
+        return false;
+    }
+    return true;
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static bool vfu_server_start(VfuServer *s, Error **errp)
+{
+    SocketAddress addr = {
+        .type = SOCKET_ADDRESS_TYPE_UNIX,
+        .u.q_unix.path = s->socket,
+    };
+    PCIDevice *pdev;
+    int ret;
+
+    ret = pci_qdev_find_device(s->device, &pdev);
+    if (ret) {
+        error_setg(errp, "vfio-user-server '%s': no PCI device '%s'",
+                   vfu_server_id(s), s->device);
+        return false;
+    }
+    if (!vfu_remote_machine_claim(pdev, OBJECT(s), errp)) {
+        error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
+        return false;
+    }
+    s->pdev = PCI_DEVICE(object_ref(OBJECT(pdev)));
+    error_setg(&s->unplug_blocker, "device is exported by vfio-user-server '%s'",
+               vfu_server_id(s));
+    qdev_add_unplug_blocker(DEVICE(pdev), s->unplug_blocker);
+    s->dma = vfu_remote_machine_dma(pdev);
+    s->bars = vfu_bar_windows_new(pdev);
+    s->irqs = vfu_irqs_new(pdev, vfu_server_id(s));
+
+    if (!vfu_server_prepare_path(s->socket, errp)) {
+        error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
+        return false;
+    }
+    s->listener = qio_channel_socket_new();
+    qio_channel_set_name(QIO_CHANNEL(s->listener), "vfio-user-server-listen");
+    if (qio_channel_socket_listen_sync(s->listener, &addr, 1, errp) < 0) {
+        error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
+        object_unref(OBJECT(s->listener));
+        s->listener = NULL;
+        return false;
+    }
+    vfu_server_listen_watch(s);
+    trace_vfio_user_srv_listen(vfu_server_id(s), s->socket, s->device);
+    return true;
+}
+
+static void vfu_server_stop(VfuServer *s)
+{
+    vfu_server_drop_client(s, false, false);
+    if (s->listen_tag) {
+        g_source_remove(s->listen_tag);
+        s->listen_tag = 0;
+    }
+    if (s->listener) {
+        /* closing a listening UNIX socket unlinks its path */
+        qio_channel_close(QIO_CHANNEL(s->listener), NULL);
+        object_unref(OBJECT(s->listener));
+        s->listener = NULL;
+    }
+    if (s->irqs) {
+        vfu_irqs_free(s->irqs);
+        s->irqs = NULL;
+    }
+    if (s->bars) {
+        vfu_bar_windows_free(s->bars);
+        s->bars = NULL;
+    }
+    s->dma = NULL;
+    if (s->pdev) {
+        qdev_del_unplug_blocker(DEVICE(s->pdev), s->unplug_blocker);
+        vfu_remote_machine_release(s->pdev, OBJECT(s));
+        object_unref(OBJECT(s->pdev));
+        s->pdev = NULL;
+    }
+    error_free(s->unplug_blocker);
+    s->unplug_blocker = NULL;
+}
+
+static void vfu_server_machine_done(Notifier *n, void *data)
+{
+    VfuServer *s = container_of(n, VfuServer, machine_done);
+    Error *err = NULL;
+
+    qemu_remove_machine_init_done_notifier(&s->machine_done);
+    s->waiting_machine = false;
+    if (!vfu_server_start(s, &err)) {
+        /* as a failing -object would: startup cannot go on */
+        error_report_err(err);
+        exit(1);
+    }
+}
+
+static void vfu_server_complete(UserCreatable *uc, Error **errp)
+{
+    VfuServer *s = VFU_SERVER(uc);
+
+    if (!s->socket || !*s->socket) {
+        error_setg(errp, "vfio-user-server: 'socket' is required");
+        return;
+    }
+    if (!s->device || !*s->device) {
+        error_setg(errp, "vfio-user-server: 'device' is required");
+        return;
+    }
+    s->name = g_strdup(object_get_canonical_path_component(OBJECT(s)));
+    s->completed = true;
+    if (phase_check(PHASE_MACHINE_READY)) {
+        if (!vfu_server_start(s, errp)) {
+            vfu_server_stop(s);
+        }
+        return;
+    }
+    /* -object comes before -device: find the device once it exists */
+    s->machine_done.notify = vfu_server_machine_done;
+    qemu_add_machine_init_done_notifier(&s->machine_done);
+    s->waiting_machine = true;
+}
+
+static bool vfu_server_can_be_deleted(UserCreatable *uc)
+{
+    return true;
+}
+
+static char *vfu_server_get_socket(Object *obj, Error **errp)
+{
+    return g_strdup(VFU_SERVER(obj)->socket);
+}
+
+static void vfu_server_set_socket(Object *obj, const char *value,
+                                  Error **errp)
+{
+    VfuServer *s = VFU_SERVER(obj);
+
+    if (s->completed) {
+        error_setg(errp, "'socket' cannot change once the server exists");
+        return;
+    }
+    g_free(s->socket);
+    s->socket = g_strdup(value);
+}
+
+static char *vfu_server_get_device(Object *obj, Error **errp)
+{
+    return g_strdup(VFU_SERVER(obj)->device);
+}
+
+static void vfu_server_set_device(Object *obj, const char *value,
+                                  Error **errp)
+{
+    VfuServer *s = VFU_SERVER(obj);
+
+    if (s->completed) {
+        error_setg(errp, "'device' cannot change once the server exists");
+        return;
+    }
+    g_free(s->device);
+    s->device = g_strdup(value);
+}
+
+static void vfu_server_finalize(Object *obj)
+{
+    VfuServer *s = VFU_SERVER(obj);
+
+    if (s->waiting_machine) {
+        qemu_remove_machine_init_done_notifier(&s->machine_done);
+    }
+    vfu_server_stop(s);
+    g_free(s->socket);
+    g_free(s->device);
+    g_free(s->name);
+}
+
+static void vfu_server_class_init(ObjectClass *oc, void *data)
+{
+    UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
+
+    ucc->complete = vfu_server_complete;
+    ucc->can_be_deleted = vfu_server_can_be_deleted;
+    object_class_property_add_str(oc, "socket", vfu_server_get_socket,
+                                  vfu_server_set_socket);
+    object_class_property_set_description(oc, "socket",
+        "path of the UNIX socket to listen on for a vfio-user client");
+    object_class_property_add_str(oc, "device", vfu_server_get_device,
+                                  vfu_server_set_device);
+    object_class_property_set_description(oc, "device",
+        "id of the PCI device (on the remote machine) to export");
+}
+
+static const TypeInfo vfu_server_info = {
+    .name = TYPE_VFU_SERVER,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(VfuServer),
+    .instance_finalize = vfu_server_finalize,
+    .class_init = vfu_server_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { TYPE_USER_CREATABLE },
+        { }
+    },
+};
+
+static void vfu_server_register_types(void)
+{
+    type_register_static(&vfu_bar_windows_info);
+    type_register_static(&vfu_server_info);
+}
+
+type_init(vfu_server_register_types)

@@ -1,0 +1,92 @@
+/*
+ * The remote machine (-M remote) and the pieces vfio-user-server builds
+ * on: per-device DMA address spaces and interrupt redirection.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_REMOTE_VFIO_USER_REMOTE_H
+#define HW_REMOTE_VFIO_USER_REMOTE_H
+
+#include "hw/boards.h"
+#include "hw/pci/pci.h"
+#include "hw/pci-host/remote.h"
+#include "hw/vfio-user/protocol.h"
+
+typedef struct VfuDmaSpace VfuDmaSpace;
+typedef struct VfuIrqs VfuIrqs;
+
+/* ---- machine.c ---------------------------------------------------------- */
+
+#define TYPE_VFU_REMOTE_MACHINE MACHINE_TYPE_NAME("remote")
+OBJECT_DECLARE_SIMPLE_TYPE(VfuRemoteMachine, VFU_REMOTE_MACHINE)
+
+struct VfuRemoteMachine {
+    MachineState parent_obj;
+
+    RemotePCIHost *host;
+    PCIBus *bus;
+    MemoryRegion pci_mem;
+    MemoryRegion pci_io;
+    /* one DMA address space per devfn, created when a device asks for it */
+    VfuDmaSpace *dma[PCI_DEVFN_MAX];
+    /* the vfio-user-server exporting each devfn, if any */
+    Object *exporter[PCI_DEVFN_MAX];
+};
+
+/* The current machine if it is the remote machine, else NULL. */
+VfuRemoteMachine *vfu_remote_machine_get(void);
+
+/*
+ * Reserve @dev for @server: it must sit directly on the remote machine's
+ * bus and not be exported already.
+ */
+bool vfu_remote_machine_claim(PCIDevice *dev, Object *server, Error **errp);
+void vfu_remote_machine_release(PCIDevice *dev, Object *server);
+VfuDmaSpace *vfu_remote_machine_dma(PCIDevice *dev);
+
+/* ---- dma.c -------------------------------------------------------------- */
+
+/*
+ * Serve a device access to a mapping that has no fd: forward it to the
+ * client.  Returns a MemTxResult.
+ */
+typedef MemTxResult VfuDmaPeerFunc(void *opaque, uint64_t addr, void *buf,
+                                   uint64_t len, bool is_write);
+
+VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn);
+AddressSpace *vfu_dma_space_as(VfuDmaSpace *s);
+void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
+                            void *opaque);
+unsigned vfu_dma_space_count(VfuDmaSpace *s);
+
+/*
+ * Add a mapping; @fd (or -1) is consumed whatever the outcome.  Returns
+ * 0 or a negative errno for the error reply.
+ */
+int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
+                      uint32_t max_maps, uint64_t pgsize, Error **errp);
+int vfu_dma_space_unmap(VfuDmaSpace *s, const VfuDmaUnmap *req,
+                        uint64_t pgsize, Error **errp);
+void vfu_dma_space_unmap_all(VfuDmaSpace *s);
+
+/* ---- irq.c -------------------------------------------------------------- */
+
+/* Redirect @dev's INTx, MSI and MSI-X to client eventfds. */
+VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name);
+/* Restore the device's own MSI hooks and close every eventfd. */
+void vfu_irqs_free(VfuIrqs *irqs);
+/* Forget a client's eventfds and masks (disconnect). */
+void vfu_irqs_reset(VfuIrqs *irqs);
+uint32_t vfu_irqs_count(VfuIrqs *irqs, uint32_t index);
+uint32_t vfu_irqs_flags(VfuIrqs *irqs, uint32_t index);
+/*
+ * Apply a decoded SET_IRQS request; eventfds are taken from @fds/@nfds
+ * (set to -1 when taken).  Returns 0 or a negative errno.
+ */
+int vfu_irqs_set(VfuIrqs *irqs, const VfuIrqSet *set, int *fds, size_t nfds,
+                 Error **errp);
+/* INTx level of the device at @devfn on the remote bus changed. */
+void vfu_irqs_bus_set_irq(int devfn, int level);
+
+#endif /* HW_REMOTE_VFIO_USER_REMOTE_H */
