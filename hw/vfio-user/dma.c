@@ -152,6 +152,12 @@ static void vfu_dma_region_del(MemoryListener *listener,
 
 void vfu_pci_dma_realize(VfuPciDevice *dev)
 {
+    /*
+     * Before the listener: the server may read a range as soon as its
+     * DMA_MAP went out, while later sections are still being mapped.
+     */
+    dev->dma_rsp_max = vfu_conn_local_limits(dev->conn)->max_data_xfer_size;
+    dev->dma_rsp = g_malloc(sizeof(*dev->dma_rsp) + dev->dma_rsp_max);
     dev->listener = (MemoryListener) {
         .name = "vfio-user-pci",
         .region_add = vfu_dma_region_add,
@@ -171,6 +177,9 @@ void vfu_pci_dma_exit(VfuPciDevice *dev)
     while (dev->mappings && dev->mappings->len) {
         vfu_dma_unmap_one(dev, dev->mappings->len - 1);
     }
+    /* nothing is mapped any more, so no DMA_READ can reach the buffer */
+    g_clear_pointer(&dev->dma_rsp, g_free);
+    dev->dma_rsp_max = 0;
 }
 
 /*
@@ -200,15 +209,23 @@ static bool vfu_dma_allowed(VfuPciDevice *dev, uint64_t addr, uint64_t len,
     return addr >= end;
 }
 
+static void vfu_dma_reply(VfuConn *conn, VfuMsg *msg, void *payload,
+                          size_t len)
+{
+    /*
+     * A failed send breaks the connection (traced there) and the call
+     * we are serving this from then fails: nothing more to do here.
+     */
+    vfu_conn_reply(conn, msg, payload, len, NULL, 0, NULL);
+}
+
 int vfu_pci_serve_request(VfuConn *conn, VfuMsg *msg, void *opaque)
 {
     VfuPciDevice *dev = opaque;
     VfuDmaAccess *a = (VfuDmaAccess *)msg->payload;
     AddressSpace *as = pci_get_address_space(PCI_DEVICE(dev));
-    g_autofree VfuDmaAccess *rsp = NULL;
-    Error *err = NULL;
+    VfuDmaAccess *rsp;
     bool is_write;
-    MemTxResult res;
 
     switch (msg->hdr.command) {
     case VFU_CMD_DMA_READ:
@@ -228,26 +245,30 @@ int vfu_pci_serve_request(VfuConn *conn, VfuMsg *msg, void *opaque)
         return -EFAULT;
     }
     if (is_write) {
-        res = address_space_write(as, a->address, MEMTXATTRS_UNSPECIFIED,
-                                  a->data, a->count);
-        if (res != MEMTX_OK) {
+        VfuDmaAccess hdr = { .address = a->address, .count = a->count };
+
+        if (address_space_write(as, a->address, MEMTXATTRS_UNSPECIFIED,
+                                a->data, a->count) != MEMTX_OK) {
             return -EIO;
         }
-        rsp = g_new(VfuDmaAccess, 1);
-        *rsp = *a;
-        return vfu_conn_reply(conn, msg, rsp, sizeof(*rsp), NULL, 0, &err) ?
-               (error_free(err), 0) : 0;
+        vfu_dma_reply(conn, msg, &hdr, sizeof(hdr));
+        return 0;
     }
-    rsp = g_malloc(sizeof(*rsp) + a->count);
-    *rsp = *a;
-    res = address_space_read(as, a->address, MEMTXATTRS_UNSPECIFIED,
-                             rsp->data, a->count);
-    if (res != MEMTX_OK) {
+    /*
+     * The codec already capped count at our max_data_xfer_size; check
+     * again against the buffer rather than trust that.  The buffer is
+     * not re-entered: only RAM is mapped, so the read runs no device code.
+     */
+    if (!dev->dma_rsp || a->count > dev->dma_rsp_max) {
+        return -E2BIG;
+    }
+    rsp = dev->dma_rsp;
+    rsp->address = a->address;
+    rsp->count = a->count;
+    if (address_space_read(as, a->address, MEMTXATTRS_UNSPECIFIED,
+                           rsp->data, a->count) != MEMTX_OK) {
         return -EIO;
     }
-    if (vfu_conn_reply(conn, msg, rsp, sizeof(*rsp) + a->count, NULL, 0,
-                       &err)) {
-        error_free(err);
-    }
+    vfu_dma_reply(conn, msg, rsp, sizeof(*rsp) + a->count);
     return 0;
 }

@@ -193,9 +193,6 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
     uint8_t buf[8];
     Error *err = NULL;
 
-    if (dev->intx_pending) {
-        vfu_pci_intx_eoi(dev);
-    }
     trace_vfio_user_pci_bar_write(dev_name(dev), bar->index, addr, size, val);
     stn_le_p(buf, size, val);
     if (vfu_pci_region_write(dev, bar->index, addr, buf, size, &err)) {
@@ -203,6 +200,10 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
             qemu_log_mask(LOG_GUEST_ERROR, "%s\n", error_get_pretty(err));
         }
         error_free(err);
+    }
+    /* after the write: it may be the ack that lowers the line */
+    if (dev->intx_pending) {
+        vfu_pci_intx_eoi(dev);
     }
 }
 

@@ -224,6 +224,40 @@ typedef enum Misbehave {
     GARBAGE_HEADER,     /* answers a BAR read with a broken header */
 } Misbehave;
 
+/* A DMA_MAP the scripted server received */
+typedef struct FakeMap {
+    uint64_t address;
+    uint64_t size;
+    uint64_t offset;
+    uint32_t flags;
+    size_t nfds;
+    int fd;                 /* kept open, or -1 */
+} FakeMap;
+
+/*
+ * A request the scripted server sends the client, as a rogue device
+ * would, when the test writes FAKE_GO_OFFSET of BAR0.  The client serves
+ * it while it waits for that write's reply.
+ */
+typedef struct DmaProbe {
+    uint16_t cmd;
+    uint64_t address;
+    uint64_t count;         /* as claimed in the request */
+    const uint8_t *data;    /* DMA_WRITE: data_len bytes sent after it */
+    size_t data_len;
+    /* results */
+    int sent;               /* vfu_conn_send() */
+    int got;                /* vfu_conn_recv() of the answer */
+    bool matched;           /* the answer is the reply to this request */
+    uint32_t flags;
+    uint32_t error;
+    int decoded;            /* vfu_msg_decode() of a non-error reply */
+    uint8_t *reply;         /* reply payload in host order */
+    size_t reply_len;
+} DmaProbe;
+
+#define FAKE_GO_OFFSET  0x3c
+
 typedef struct FakeServer {
     Misbehave how;
     char *path;
@@ -233,6 +267,11 @@ typedef struct FakeServer {
     uint32_t bar0[16];
     int resets;
     int bar_reads;
+    /* shared with the test thread, under @lock */
+    GMutex lock;
+    GArray *maps;           /* FakeMap, in the order received */
+    DmaProbe *probe;        /* to send on the next "go"; cleared when done */
+    uint16_t probe_id;
 } FakeServer;
 
 static int fake_reply_region_info(VfuConn *c, VfuMsg *m)
@@ -248,6 +287,67 @@ static int fake_reply_region_info(VfuConn *c, VfuMsg *m)
         r.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
     }
     return vfu_conn_reply(c, m, &r, sizeof(r), NULL, 0, NULL);
+}
+
+static void fake_record_map(FakeServer *fs, VfuMsg *m)
+{
+    VfuDmaMap *req = (VfuDmaMap *)m->payload;
+    FakeMap fm = {
+        .address = req->address, .size = req->size, .offset = req->offset,
+        .flags = req->flags, .nfds = m->nfds, .fd = -1,
+    };
+
+    if (m->nfds == 1) {
+        fm.fd = vfu_msg_steal_fd(m, 0);
+    }
+    g_mutex_lock(&fs->lock);
+    g_array_append_val(fs->maps, fm);
+    g_mutex_unlock(&fs->lock);
+}
+
+/* Send @p to the client and record what comes back. */
+static void fake_send_probe(FakeServer *fs, VfuConn *c, DmaProbe *p)
+{
+    size_t len = sizeof(VfuDmaAccess) + p->data_len;
+    g_autofree VfuDmaAccess *req = g_malloc0(len);
+    g_autoptr(VfuMsg) m = NULL;
+    /* ids of our own, apart from anything vfu_conn_call() would pick */
+    uint16_t id = 0x8000 | fs->probe_id++;
+
+    req->address = p->address;
+    req->count = p->count;
+    if (p->data_len) {
+        memcpy(req->data, p->data, p->data_len);
+    }
+    p->sent = vfu_conn_send(c, p->cmd, id, VFU_F_TYPE_COMMAND, 0, req, len,
+                            NULL, 0, NULL);
+    if (p->sent) {
+        return;
+    }
+    p->got = vfu_conn_recv(c, &m, true, NULL);
+    if (p->got != 1) {
+        return;
+    }
+    p->matched = vfu_msg_is_reply(m) && m->hdr.msg_id == id &&
+                 m->hdr.command == p->cmd;
+    p->flags = m->hdr.flags;
+    p->error = m->hdr.error;
+    if (!(m->hdr.flags & VFU_F_ERROR)) {
+        p->decoded = vfu_msg_decode(m, vfu_conn_local_limits(c), NULL);
+        p->reply = g_memdup2(m->payload, m->len);
+        p->reply_len = m->len;
+    }
+}
+
+static void fake_go(FakeServer *fs, VfuConn *c)
+{
+    /* the test thread waits in its BAR write meanwhile */
+    g_mutex_lock(&fs->lock);
+    if (fs->probe) {
+        fake_send_probe(fs, c, fs->probe);
+        fs->probe = NULL;
+    }
+    g_mutex_unlock(&fs->lock);
 }
 
 static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
@@ -275,8 +375,10 @@ static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
         r.count = r.index == VFU_PCI_INTX_IRQ ? 1 : 0;
         return vfu_conn_reply(c, m, &r, sizeof(r), NULL, 0, NULL);
     }
-    case VFU_CMD_DEVICE_SET_IRQS:
     case VFU_CMD_DMA_MAP:
+        fake_record_map(fs, m);
+        return vfu_conn_reply(c, m, NULL, 0, NULL, 0, NULL);
+    case VFU_CMD_DEVICE_SET_IRQS:
     case VFU_CMD_DMA_UNMAP:
         if (m->hdr.command == VFU_CMD_DMA_UNMAP) {
             return vfu_conn_reply(c, m, m->payload, sizeof(VfuDmaUnmap),
@@ -313,6 +415,12 @@ static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
         }
         r.a = *a;
         if (m->hdr.command == VFU_CMD_REGION_WRITE) {
+            if (a->region == 0 && a->offset == FAKE_GO_OFFSET) {
+                fake_go(fs, c);
+                if (vfu_conn_is_broken(c)) {
+                    return 0;
+                }
+            }
             if (a->region == 0) {
                 memcpy(base + a->offset, a->data, a->count);
             }
@@ -383,6 +491,8 @@ static FakeServer *fake_server_start(Misbehave how)
     fs->config[PCI_INTERRUPT_PIN] = 1;
     stl_le_p(fs->config + PCI_BASE_ADDRESS_0, 0);   /* 32-bit memory */
     fs->bar0[0] = 0xcafe0001;
+    g_mutex_init(&fs->lock);
+    fs->maps = g_array_new(false, true, sizeof(FakeMap));
     fs->thread = g_thread_new("fake-server", fake_server_thread, fs);
     return fs;
 }
@@ -393,6 +503,15 @@ static void fake_server_free(FakeServer *fs)
                          NULL);
     g_thread_join(fs->thread);
     object_unref(OBJECT(fs->listener));
+    for (guint i = 0; i < fs->maps->len; i++) {
+        FakeMap *fm = &g_array_index(fs->maps, FakeMap, i);
+
+        if (fm->fd >= 0) {
+            close(fm->fd);
+        }
+    }
+    g_array_free(fs->maps, true);
+    g_mutex_clear(&fs->lock);
     unlink(fs->path);
     g_free(fs->path);
     g_free(fs);

@@ -1,0 +1,295 @@
+/*
+ * End to end in qtest: our vfio-user-pci client against our remote
+ * machine hosting edu.  MMIO, DMA both ways (guest RAM passed by fd,
+ * not shareable, and in secure-dma mode), MSI and INTx.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "qapi/qmp/qdict.h"
+#include "standard-headers/linux/pci_regs.h"
+#include "vfio-user/vm-helpers.h"
+
+#define EDU_ID              0x00
+#define EDU_LIVENESS        0x04
+#define EDU_FACT            0x08
+#define EDU_STATUS          0x20
+#define EDU_STATUS_BUSY     0x01
+#define EDU_IRQ_STATUS      0x24
+#define EDU_IRQ_RAISE       0x60
+#define EDU_IRQ_ACK         0x64
+#define EDU_DMA_SRC         0x80
+#define EDU_DMA_DST         0x88
+#define EDU_DMA_CNT         0x90
+#define EDU_DMA_CMD         0x98
+#define EDU_DMA_BUF         0x40000
+#define EDU_DMA_RUN         1
+#define EDU_DMA_TO_PCI      2
+
+#define DEVFN               QPCI_DEVFN(4, 0)
+#define INTX_GSI            11
+
+typedef enum DmaMode {
+    DMA_FD,         /* shared memfd guest RAM: the server maps it */
+    DMA_NOFD,       /* anonymous guest RAM: DMA by message */
+    DMA_SECURE,     /* shared memfd but secure-dma=on: DMA by message */
+} DmaMode;
+
+static const char *const mode_names[] = { "fd", "nofd", "secure" };
+
+typedef struct Rig {
+    char *dir;
+    char *sock;
+    GPid remote;
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar;
+} Rig;
+
+static void rig_start(Rig *r, DmaMode mode)
+{
+    const char *qemu = g_getenv("VFIO_USER_QEMU");
+    g_autofree char *obj = NULL;
+    char *argv[12];
+    int n = 0;
+    uint64_t size;
+
+    g_assert(qemu);
+    r->dir = g_dir_make_tmp("vfio-user-edu-XXXXXX", NULL);
+    r->sock = g_strdup_printf("%s/edu.sock", r->dir);
+    obj = g_strdup_printf("vfio-user-server,id=v0,socket=%s,device=e0",
+                          r->sock);
+    argv[n++] = (char *)qemu;
+    argv[n++] = (char *)"-M";
+    argv[n++] = (char *)"remote";
+    argv[n++] = (char *)"-nodefaults";
+    argv[n++] = (char *)"-display";
+    argv[n++] = (char *)"none";
+    argv[n++] = (char *)"-device";
+    argv[n++] = (char *)"edu,id=e0";
+    argv[n++] = (char *)"-object";
+    argv[n++] = obj;
+    argv[n] = NULL;
+    r->remote = vu_spawn_server(argv, r->sock);
+
+    r->qts = qtest_initf(VU_FW_ARGS "-M pc%s -m 64M %s "
+                         "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
+                         mode == DMA_NOFD ? "" : ",memory-backend=mem",
+                         mode == DMA_NOFD ? "" :
+                         "-object memory-backend-memfd,id=mem,size=64M,"
+                         "share=on",
+                         r->sock, mode == DMA_SECURE ? ",secure-dma=on" : "");
+    r->bus = qpci_new_pc(r->qts, NULL);
+    qtest_irq_intercept_in(r->qts, "ioapic");
+    vu_route_pirqs(r->bus, INTX_GSI);
+    r->dev = vu_find_dev(r->bus, DEVFN);
+    r->bar = qpci_iomap(r->dev, 0, &size);
+    g_assert_cmpuint(size, ==, 1024 * 1024);
+}
+
+static void rig_stop(Rig *r)
+{
+    g_free(r->dev);
+    qpci_free_pc(r->bus);
+    qtest_quit(r->qts);
+    vu_kill_server(r->remote);
+    unlink(r->sock);
+    rmdir(r->dir);
+    g_free(r->sock);
+    g_free(r->dir);
+}
+
+static uint32_t edu_rd(Rig *r, uint64_t off)
+{
+    return qpci_io_readl(r->dev, r->bar, off);
+}
+
+static void edu_wr(Rig *r, uint64_t off, uint32_t val)
+{
+    qpci_io_writel(r->dev, r->bar, off, val);
+}
+
+/* Wait for @off & @mask to read 0 (edu works on timers and threads). */
+static void edu_wait_clear(Rig *r, uint64_t off, uint32_t mask)
+{
+    for (int i = 0; i < 500; i++) {
+        if (!(edu_rd(r, off) & mask)) {
+            return;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("edu register 0x%" PRIx64 " stuck at 0x%x", off, edu_rd(r, off));
+}
+
+static void edu_dma(Rig *r, uint64_t src, uint64_t dst, uint32_t len,
+                    bool to_pci)
+{
+    qpci_io_writeq(r->dev, r->bar, EDU_DMA_SRC, src);
+    qpci_io_writeq(r->dev, r->bar, EDU_DMA_DST, dst);
+    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CNT, len);
+    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CMD,
+                   EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
+    edu_wait_clear(r, EDU_DMA_CMD, EDU_DMA_RUN);
+}
+
+static void test_mmio(gconstpointer opaque)
+{
+    Rig r;
+
+    rig_start(&r, DMA_FD);
+    g_assert_cmphex(qpci_config_readw(r.dev, PCI_VENDOR_ID), ==, 0x1234);
+    g_assert_cmphex(qpci_config_readw(r.dev, PCI_DEVICE_ID), ==, 0x11e8);
+    g_assert_cmphex(edu_rd(&r, EDU_ID) & 0xff, ==, 0xed);
+    edu_wr(&r, EDU_LIVENESS, 0x12345678);
+    g_assert_cmphex(edu_rd(&r, EDU_LIVENESS), ==, ~0x12345678u);
+    edu_wr(&r, EDU_FACT, 10);
+    edu_wait_clear(&r, EDU_STATUS, EDU_STATUS_BUSY);
+    g_assert_cmpuint(edu_rd(&r, EDU_FACT), ==, 3628800);
+    /* 8-byte accesses stay whole on the way through */
+    qpci_io_writeq(r.dev, r.bar, EDU_DMA_SRC, 0x1122334455667788ULL);
+    g_assert_cmphex(qpci_io_readq(r.dev, r.bar, EDU_DMA_SRC), ==,
+                    0x1122334455667788ULL);
+    rig_stop(&r);
+}
+
+/* Guest RAM → edu buffer → other guest RAM, compared byte for byte. */
+static void test_dma(gconstpointer opaque)
+{
+    DmaMode mode = GPOINTER_TO_INT(opaque);
+    /* edu refuses a transfer that ends at the end of its buffer */
+    uint8_t pattern[4000], back[4000];
+    Rig r;
+
+    for (size_t i = 0; i < sizeof(pattern); i++) {
+        pattern[i] = i * 7 + (i >> 8) + mode;
+    }
+    rig_start(&r, mode);
+    qtest_memwrite(r.qts, 0x100000, pattern, sizeof(pattern));
+    qtest_memset(r.qts, 0x200000, 0, sizeof(back));
+    edu_dma(&r, 0x100000, EDU_DMA_BUF, sizeof(pattern), false);
+    edu_dma(&r, EDU_DMA_BUF, 0x200000, sizeof(pattern), true);
+    qtest_memread(r.qts, 0x200000, back, sizeof(back));
+    g_assert(memcmp(pattern, back, sizeof(back)) == 0);
+    /* an odd size and an unaligned address */
+    qtest_memset(r.qts, 0x300000, 0xee, 64);
+    edu_dma(&r, EDU_DMA_BUF + 5, 0x300003, 33, true);
+    qtest_memread(r.qts, 0x300000, back, 64);
+    g_assert_cmpuint(back[2], ==, 0xee);
+    g_assert(memcmp(back + 3, pattern + 5, 33) == 0);
+    g_assert_cmpuint(back[36], ==, 0xee);
+    rig_stop(&r);
+}
+
+static void msi_setup(Rig *r, uint64_t addr, uint16_t data)
+{
+    uint8_t cap = qpci_find_capability(r->dev, PCI_CAP_ID_MSI, 0);
+    uint16_t flags;
+
+    g_assert(cap);
+    flags = qpci_config_readw(r->dev, cap + PCI_MSI_FLAGS);
+    qpci_config_writel(r->dev, cap + PCI_MSI_ADDRESS_LO, addr);
+    if (flags & PCI_MSI_FLAGS_64BIT) {
+        qpci_config_writel(r->dev, cap + PCI_MSI_ADDRESS_HI, 0);
+        qpci_config_writew(r->dev, cap + PCI_MSI_DATA_64, data);
+    } else {
+        qpci_config_writew(r->dev, cap + PCI_MSI_DATA_32, data);
+    }
+    qpci_config_writew(r->dev, cap + PCI_MSI_FLAGS,
+                       flags | PCI_MSI_FLAGS_ENABLE);
+}
+
+static bool wait_mem32(Rig *r, uint64_t addr, uint32_t val)
+{
+    for (int i = 0; i < 500; i++) {
+        if (qtest_readl(r->qts, addr) == val) {
+            return true;
+        }
+        g_usleep(10 * 1000);
+    }
+    return false;
+}
+
+/*
+ * MSI: the message is aimed at guest RAM, so its delivery shows up as a
+ * memory write the test can read.
+ */
+static void test_msi(gconstpointer opaque)
+{
+    Rig r;
+
+    rig_start(&r, DMA_FD);
+    qtest_writel(r.qts, 0x400000, 0);
+    msi_setup(&r, 0x400000, 0x4321);
+    edu_wr(&r, EDU_IRQ_RAISE, 0x1);
+    g_assert(wait_mem32(&r, 0x400000, 0x4321));
+    g_assert_cmphex(edu_rd(&r, EDU_IRQ_STATUS), ==, 0x1);
+    edu_wr(&r, EDU_IRQ_ACK, 0x1);
+    /* a re-programmed vector is used for the next interrupt */
+    qtest_writel(r.qts, 0x400000, 0);
+    msi_setup(&r, 0x400010, 0x5555);
+    edu_wr(&r, EDU_IRQ_RAISE, 0x2);
+    g_assert(wait_mem32(&r, 0x400010, 0x5555));
+    g_assert_cmphex(qtest_readl(r.qts, 0x400000), ==, 0);
+    edu_wr(&r, EDU_IRQ_ACK, 0x2);
+    g_assert(!qtest_get_irq(r.qts, INTX_GSI));
+    rig_stop(&r);
+}
+
+/*
+ * Wait for the INTx line to reach @level.  Waiting for it to drop reads
+ * the status register each time, as a guest's handler would when it is
+ * entered again: a level interrupt that was re-signalled while the line
+ * was still up is only ended by the next access.
+ */
+static bool wait_irq(Rig *r, bool level)
+{
+    for (int i = 0; i < 500; i++) {
+        if (qtest_get_irq(r->qts, INTX_GSI) == level) {
+            return true;
+        }
+        if (!level) {
+            g_assert_cmphex(edu_rd(r, EDU_IRQ_STATUS), ==, 0);
+        }
+        g_usleep(10 * 1000);
+    }
+    return false;
+}
+
+static void test_intx(gconstpointer opaque)
+{
+    Rig r;
+
+    rig_start(&r, DMA_FD);
+    g_assert(!qtest_get_irq(r.qts, INTX_GSI));
+    edu_wr(&r, EDU_IRQ_RAISE, 0x10);
+    g_assert(wait_irq(&r, true));
+    /* the driver's ack ends the assertion; the line is low on the server */
+    edu_wr(&r, EDU_IRQ_ACK, 0x10);
+    g_assert_cmphex(edu_rd(&r, EDU_IRQ_STATUS), ==, 0);
+    g_assert(wait_irq(&r, false));
+    /* and a second interrupt comes through after the unmask */
+    edu_wr(&r, EDU_IRQ_RAISE, 0x20);
+    g_assert(wait_irq(&r, true));
+    g_assert_cmphex(edu_rd(&r, EDU_IRQ_STATUS), ==, 0x20);
+    edu_wr(&r, EDU_IRQ_ACK, 0x20);
+    g_assert(wait_irq(&r, false));
+    rig_stop(&r);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    qtest_add_data_func("/vfio-user/edu/mmio", NULL, test_mmio);
+    for (int m = DMA_FD; m <= DMA_SECURE; m++) {
+        g_autofree char *p = g_strdup_printf("/vfio-user/edu/dma/%s",
+                                             mode_names[m]);
+        qtest_add_data_func(p, GINT_TO_POINTER(m), test_dma);
+    }
+    qtest_add_data_func("/vfio-user/edu/msi", NULL, test_msi);
+    qtest_add_data_func("/vfio-user/edu/intx", NULL, test_intx);
+    return g_test_run();
+}

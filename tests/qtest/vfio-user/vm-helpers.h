@@ -1,0 +1,70 @@
+/*
+ * Helpers for qtests that run a VM with vfio-user-pci devices.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef TESTS_QTEST_VFIO_USER_VM_HELPERS_H
+#define TESTS_QTEST_VFIO_USER_VM_HELPERS_H
+
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+
+/* Debian's firmware packages; QEMU's source package has no blobs */
+#define VU_FW_ARGS "-L /usr/share/seabios -L /usr/lib/ipxe/qemu " \
+                   "-L /usr/share/qemu "
+
+static inline void vu_wait_for_socket(const char *path)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (access(path, F_OK) == 0) {
+            return;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("server socket %s did not appear", path);
+}
+
+/* Run @argv (NULL-terminated) in the background and wait for @sock. */
+static inline GPid vu_spawn_server(char **argv, const char *sock)
+{
+    GPid pid;
+
+    unlink(sock);
+    g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD |
+                           G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &pid,
+                           NULL));
+    vu_wait_for_socket(sock);
+    return pid;
+}
+
+static inline void vu_kill_server(GPid pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    g_spawn_close_pid(pid);
+}
+
+/* Find the device at @devfn and turn on I/O, memory and bus mastering. */
+static inline QPCIDevice *vu_find_dev(QPCIBus *bus, int devfn)
+{
+    QPCIDevice *dev = qpci_device_find(bus, devfn);
+
+    g_assert(dev);
+    qpci_device_enable(dev);
+    return dev;
+}
+
+/* Route the PIIX3 PIRQ lines to @irq so INTx shows on the I/O APIC. */
+static inline void vu_route_pirqs(QPCIBus *bus, uint8_t irq)
+{
+    QPCIDevice *isa = qpci_device_find(bus, QPCI_DEVFN(1, 0));
+
+    g_assert(isa);
+    for (int i = 0; i < 4; i++) {
+        qpci_config_writeb(isa, 0x60 + i, irq);     /* PIRQRC[A-D] */
+    }
+    g_free(isa);
+}
+
+#endif /* TESTS_QTEST_VFIO_USER_VM_HELPERS_H */
