@@ -193,6 +193,9 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
     uint8_t buf[8];
     Error *err = NULL;
 
+    if (bar->index == VFU_PCI_ROM_REGION) {
+        return;     /* read-only */
+    }
     trace_vfio_user_pci_bar_write(dev_name(dev), bar->index, addr, size, val);
     stn_le_p(buf, size, val);
     if (vfu_pci_region_write(dev, bar->index, addr, buf, size, &err)) {
@@ -210,26 +213,6 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
 static const MemoryRegionOps vfu_pci_bar_ops = {
     .read = vfu_pci_bar_read,
     .write = vfu_pci_bar_write,
-    .endianness = DEVICE_LITTLE_ENDIAN,
-    .valid = {
-        .min_access_size = 1,
-        .max_access_size = 8,
-    },
-    .impl = {
-        .min_access_size = 1,
-        .max_access_size = 8,
-    },
-};
-
-static void vfu_pci_rom_write(void *opaque, hwaddr addr, uint64_t val,
-                              unsigned size)
-{
-    /* read-only */
-}
-
-static const MemoryRegionOps vfu_pci_rom_ops = {
-    .read = vfu_pci_bar_read,
-    .write = vfu_pci_rom_write,
     .endianness = DEVICE_LITTLE_ENDIAN,
     .valid = {
         .min_access_size = 1,
@@ -508,7 +491,7 @@ static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
             bar->dev = dev;
             bar->index = VFU_PCI_ROM_REGION;
             bar->size = info.size;
-            memory_region_init_io(&bar->mr, OBJECT(dev), &vfu_pci_rom_ops, bar,
+            memory_region_init_io(&bar->mr, OBJECT(dev), &vfu_pci_bar_ops, bar,
                                   "vfio-user-rom", bar->size);
             pci_register_bar(pdev, PCI_ROM_SLOT, 0, &bar->mr);
             bar->registered = true;

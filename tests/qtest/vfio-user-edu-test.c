@@ -12,22 +12,7 @@
 #include "qapi/qmp/qdict.h"
 #include "standard-headers/linux/pci_regs.h"
 #include "vfio-user/vm-helpers.h"
-
-#define EDU_ID              0x00
-#define EDU_LIVENESS        0x04
-#define EDU_FACT            0x08
-#define EDU_STATUS          0x20
-#define EDU_STATUS_BUSY     0x01
-#define EDU_IRQ_STATUS      0x24
-#define EDU_IRQ_RAISE       0x60
-#define EDU_IRQ_ACK         0x64
-#define EDU_DMA_SRC         0x80
-#define EDU_DMA_DST         0x88
-#define EDU_DMA_CNT         0x90
-#define EDU_DMA_CMD         0x98
-#define EDU_DMA_BUF         0x40000
-#define EDU_DMA_RUN         1
-#define EDU_DMA_TO_PCI      2
+#include "vfio-user/edu.h"
 
 #define DEVFN               QPCI_DEVFN(4, 0)
 #define INTX_GSI            11

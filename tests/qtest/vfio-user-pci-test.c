@@ -18,8 +18,9 @@
 #include "io/channel-socket.h"
 #include "hw/vfio-user/conn.h"
 #include "standard-headers/linux/pci_regs.h"
+#include "vfio-user/vm-helpers.h"
 
-#define FW_ARGS "-L /usr/share/seabios -L /usr/lib/ipxe/qemu -L /usr/share/qemu "
+#define FW_ARGS VU_FW_ARGS
 #define DEVFN   QPCI_DEVFN(4, 0)
 
 static char *tmpdir;
@@ -29,52 +30,19 @@ static char *sock_path(const char *name)
     return g_strdup_printf("%s/%s.sock", tmpdir, name);
 }
 
-static void wait_for_socket(const char *path)
-{
-    for (int i = 0; i < 500; i++) {
-        if (access(path, F_OK) == 0) {
-            return;
-        }
-        g_usleep(10 * 1000);
-    }
-    g_error("server socket %s did not appear", path);
-}
-
 /* Start one of libvfio-user's samples; returns its pid. */
 static GPid start_sample(const char *sample, const char *path)
 {
     const char *peers = g_getenv("VFIO_USER_PEERS");
     g_autofree char *bin = NULL;
     char *argv[3];
-    GPid pid;
 
     g_assert(peers);
     bin = g_build_filename(peers, sample, NULL);
     argv[0] = bin;
     argv[1] = (char *)path;
     argv[2] = NULL;
-    unlink(path);
-    g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD |
-                           G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &pid,
-                           NULL));
-    wait_for_socket(path);
-    return pid;
-}
-
-static void stop_sample(GPid pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    g_spawn_close_pid(pid);
-}
-
-static QPCIDevice *find_dev(QPCIBus *bus)
-{
-    QPCIDevice *dev = qpci_device_find(bus, DEVFN);
-
-    g_assert(dev);
-    qpci_device_enable(dev);
-    return dev;
+    return vu_spawn_server(argv, path);
 }
 
 /* ---- against libvfio-user's gpio-pci-idio-16 sample ------------------ */
@@ -93,7 +61,7 @@ static void test_gpio(void)
     qts = qtest_initf(FW_ARGS "-M pc -device vfio-user-pci,socket=%s,"
                       "id=gpio,addr=04.0", path);
     bus = qpci_new_pc(qts, NULL);
-    dev = find_dev(bus);
+    dev = vu_find_dev(bus, DEVFN);
     /* identity comes from the server's config space */
     g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0x494f);
     g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0x0dc8);
@@ -114,21 +82,10 @@ static void test_gpio(void)
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
-    stop_sample(pid);
+    vu_kill_server(pid);
 }
 
 /* ---- against libvfio-user's server sample ---------------------------- */
-
-static void route_pirqs(QPCIBus *bus, uint8_t irq)
-{
-    QPCIDevice *isa = qpci_device_find(bus, QPCI_DEVFN(1, 0));
-
-    g_assert(isa);
-    for (int i = 0; i < 4; i++) {
-        qpci_config_writeb(isa, 0x60 + i, irq);     /* PIIX3 PIRQRC[A-D] */
-    }
-    g_free(isa);
-}
 
 static void test_server_sample(bool memfd)
 {
@@ -150,8 +107,8 @@ static void test_server_sample(bool memfd)
                       path);
     bus = qpci_new_pc(qts, NULL);
     qtest_irq_intercept_in(qts, "ioapic");
-    route_pirqs(bus, 11);
-    dev = find_dev(bus);
+    vu_route_pirqs(bus, 11);
+    dev = vu_find_dev(bus, DEVFN);
     g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==, 0xdead);
     g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==, 0xbeef);
     g_assert_cmphex(qpci_config_readw(dev, PCI_SUBSYSTEM_VENDOR_ID), ==,
@@ -199,7 +156,7 @@ static void test_server_sample(bool memfd)
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
-    stop_sample(pid);
+    vu_kill_server(pid);
 }
 
 static void test_server_sample_nofd(void)
@@ -573,7 +530,7 @@ static QPCIDevice *plug_fake(QTestState *qts, FakeServer *fs, QPCIBus **bus)
     g_assert(qdict_haskey(rsp, "return"));
     qobject_unref(rsp);
     *bus = qpci_new_pc(qts, NULL);
-    return find_dev(*bus);
+    return vu_find_dev(*bus, DEVFN);
 }
 
 /* The scripted server, behaving: hotplug, BAR access sizes, reset, unplug. */
@@ -642,6 +599,388 @@ static void test_fake_dies(gconstpointer opaque)
     fake_server_free(fs);
 }
 
+/* ---- a rogue server's DMA requests ----------------------------------- */
+
+/* Guest memory the rogue requests must leave alone, checked byte for byte */
+typedef struct Guard {
+    uint64_t addr;
+    size_t len;
+    uint8_t *before;
+} Guard;
+
+typedef struct DmaTest {
+    QTestState *qts;
+    FakeServer *fs;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar;
+    GArray *maps;           /* FakeMap: the DMA_MAPs seen at plug time */
+    Guard guards[4];
+    int nguards;
+} DmaTest;
+
+#define DMA_RAM_BASE    0x100000    /* the low 1 MiB holds the ROMs */
+#define DMA_HAPPY       0x200000
+#define DMA_XFER_MAX    (1024 * 1024)   /* the client's max_data_xfer_size */
+
+static void qemu_alive(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+}
+
+/* Do the mappings cover [addr, addr + len) with @perm, contiguously? */
+static bool maps_cover(GArray *maps, uint64_t addr, uint64_t len,
+                       uint32_t perm)
+{
+    uint64_t end = addr + len;
+    bool progress = true;
+
+    while (addr < end && progress) {
+        progress = false;
+        for (guint i = 0; i < maps->len; i++) {
+            FakeMap *fm = &g_array_index(maps, FakeMap, i);
+
+            if (fm->address <= addr && addr < fm->address + fm->size &&
+                (fm->flags & perm) == perm) {
+                addr = fm->address + fm->size;
+                progress = true;
+            }
+        }
+    }
+    return addr >= end;
+}
+
+static FakeMap *find_map(GArray *maps, uint64_t addr)
+{
+    for (guint i = 0; i < maps->len; i++) {
+        FakeMap *fm = &g_array_index(maps, FakeMap, i);
+
+        if (fm->address <= addr && addr < fm->address + fm->size) {
+            return fm;
+        }
+    }
+    return NULL;
+}
+
+static void guard_add(DmaTest *t, uint64_t addr, size_t len)
+{
+    g_assert(t->nguards < ARRAY_SIZE(t->guards));
+    t->guards[t->nguards++] = (Guard) { .addr = addr, .len = len };
+}
+
+static void guards_snapshot(DmaTest *t)
+{
+    for (int i = 0; i < t->nguards; i++) {
+        Guard *g = &t->guards[i];
+
+        g_free(g->before);
+        g->before = g_malloc(g->len);
+        qtest_memread(t->qts, g->addr, g->before, g->len);
+    }
+}
+
+static void guards_check(DmaTest *t)
+{
+    for (int i = 0; i < t->nguards; i++) {
+        Guard *g = &t->guards[i];
+        g_autofree uint8_t *now = g_malloc(g->len);
+
+        qtest_memread(t->qts, g->addr, now, g->len);
+        g_assert(memcmp(now, g->before, g->len) == 0);
+    }
+}
+
+/* Have the scripted server send @p now, and wait until it was answered. */
+static void run_probe(DmaTest *t, DmaProbe *p)
+{
+    g_mutex_lock(&t->fs->lock);
+    t->fs->probe = p;
+    g_mutex_unlock(&t->fs->lock);
+    qpci_io_writel(t->dev, t->bar, FAKE_GO_OFFSET, 1);
+    g_mutex_lock(&t->fs->lock);
+    g_assert(!t->fs->probe);
+    g_mutex_unlock(&t->fs->lock);
+}
+
+static void probe_clear(DmaProbe *p)
+{
+    g_free(p->reply);
+}
+
+/* A rogue request: an error reply with @err, memory untouched, QEMU up. */
+static void expect_dma_error(DmaTest *t, uint16_t cmd, uint64_t addr,
+                             uint64_t count, size_t data_len, int err)
+{
+    g_autofree uint8_t *data = g_malloc(data_len ?: 1);
+    DmaProbe p = {
+        .cmd = cmd, .address = addr, .count = count,
+        .data = data, .data_len = data_len,
+    };
+
+    g_test_message("%s 0x%" PRIx64 " count 0x%" PRIx64 " (%zu data bytes)",
+                   cmd == VFU_CMD_DMA_READ ? "DMA_READ" : "DMA_WRITE",
+                   addr, count, data_len);
+    memset(data, 0xa5, data_len ?: 1);
+    guards_snapshot(t);
+    run_probe(t, &p);
+    g_assert_cmpint(p.sent, ==, 0);
+    g_assert_cmpint(p.got, ==, 1);
+    g_assert(p.matched);
+    g_assert(p.flags & VFU_F_ERROR);
+    g_assert_cmpint(p.error, ==, err);
+    guards_check(t);
+    qemu_alive(t->qts);
+    /* the device still works */
+    g_assert_cmphex(qpci_io_readl(t->dev, t->bar, 0), ==, 0xcafe0001);
+    probe_clear(&p);
+}
+
+/* A well-formed request: a reply with the access header echoed. */
+static void expect_dma_ok(DmaTest *t, DmaProbe *p)
+{
+    VfuDmaAccess *r;
+
+    run_probe(t, p);
+    g_assert_cmpint(p->sent, ==, 0);
+    g_assert_cmpint(p->got, ==, 1);
+    g_assert(p->matched);
+    g_assert(!(p->flags & VFU_F_ERROR));
+    g_assert_cmpint(p->decoded, ==, 0);
+    g_assert_cmpuint(p->reply_len, >=, sizeof(VfuDmaAccess));
+    r = (VfuDmaAccess *)p->reply;
+    g_assert_cmphex(r->address, ==, p->address);
+    g_assert_cmphex(r->count, ==, p->count);
+    if (p->cmd == VFU_CMD_DMA_READ) {
+        g_assert_cmpuint(p->reply_len, ==, sizeof(*r) + p->count);
+    }
+}
+
+static void dma_test_start(DmaTest *t, bool secure)
+{
+    QDict *rsp;
+
+    /* shared guest RAM: only secure-dma keeps its fd from the server */
+    t->qts = qtest_init(FW_ARGS "-M pc,memory-backend=mem -m 64M "
+                        "-object memory-backend-memfd,id=mem,size=64M,"
+                        "share=on");
+    t->fs = fake_server_start(BEHAVE);
+    rsp = qtest_qmp(t->qts, "{'execute': 'device_add', 'arguments': {"
+                    "'driver': 'vfio-user-pci', 'id': 'vu', 'socket': %s,"
+                    "'secure-dma': %i, 'addr': '04.0'}}", t->fs->path, secure);
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    t->bus = qpci_new_pc(t->qts, NULL);
+    t->dev = vu_find_dev(t->bus, DEVFN);   /* enables bus mastering too */
+    t->bar = qpci_iomap(t->dev, 0, NULL);
+
+    /* the realize sent every DMA_MAP; the test owns the copy */
+    g_mutex_lock(&t->fs->lock);
+    t->maps = g_array_new(false, false, sizeof(FakeMap));
+    g_array_append_vals(t->maps, t->fs->maps->data, t->fs->maps->len);
+    g_mutex_unlock(&t->fs->lock);
+    for (guint i = 0; i < t->maps->len; i++) {
+        FakeMap *fm = &g_array_index(t->maps, FakeMap, i);
+
+        g_test_message("DMA_MAP 0x%" PRIx64 "+0x%" PRIx64 " flags %u fds %zu",
+                       fm->address, fm->size, fm->flags, fm->nfds);
+    }
+    g_assert_cmpuint(t->maps->len, >, 0);
+}
+
+static void dma_test_stop(DmaTest *t)
+{
+    for (int i = 0; i < t->nguards; i++) {
+        g_free(t->guards[i].before);
+    }
+    g_array_free(t->maps, true);
+    g_free(t->dev);
+    qpci_free_pc(t->bus);
+    qpci_unplug_acpi_device_test(t->qts, "vu", 4);
+    qtest_quit(t->qts);
+    fake_server_free(t->fs);
+}
+
+/* The fd that came with guest RAM's DMA_MAP really maps guest RAM. */
+static void check_ram_fd(DmaTest *t)
+{
+    FakeMap *fm = find_map(t->maps, DMA_HAPPY);
+    uint8_t pattern[256];
+    uint8_t *host;
+
+    g_assert(fm);
+    g_assert_cmpuint(fm->nfds, ==, 1);
+    g_assert_cmpint(fm->fd, >=, 0);
+    host = mmap(NULL, fm->size, PROT_READ, MAP_SHARED, fm->fd, fm->offset);
+    g_assert(host != MAP_FAILED);
+    for (int i = 0; i < sizeof(pattern); i++) {
+        pattern[i] = i ^ 0x3c;
+    }
+    qtest_memwrite(t->qts, DMA_HAPPY, pattern, sizeof(pattern));
+    g_assert(memcmp(host + (DMA_HAPPY - fm->address), pattern,
+                    sizeof(pattern)) == 0);
+    munmap(host, fm->size);
+}
+
+static void test_fake_dma(gconstpointer opaque)
+{
+    bool secure = GPOINTER_TO_INT(opaque);
+    DmaTest t = { 0 };
+    FakeMap *rom = NULL, *edge = NULL;
+    g_autofree uint8_t *pattern = g_malloc(DMA_XFER_MAX);
+    g_autofree uint8_t *mem = g_malloc(DMA_XFER_MAX);
+    DmaProbe p;
+
+    dma_test_start(&t, secure);
+
+    /* fds: never with secure-dma; shared guest RAM's otherwise */
+    if (secure) {
+        for (guint i = 0; i < t.maps->len; i++) {
+            g_assert_cmpuint(g_array_index(t.maps, FakeMap, i).nfds, ==, 0);
+        }
+    } else {
+        check_ram_fd(&t);
+    }
+
+    /*
+     * A read-only mapping (isa-bios, pc.bios, pc.rom), and a writable one
+     * whose end no other mapping continues.
+     */
+    for (guint i = 0; i < t.maps->len; i++) {
+        FakeMap *fm = &g_array_index(t.maps, FakeMap, i);
+
+        g_assert(fm->flags & VFU_DMA_MAP_F_READ);
+        if (!(fm->flags & VFU_DMA_MAP_F_WRITE) && !rom) {
+            rom = fm;
+        }
+        if ((fm->flags & VFU_DMA_MAP_F_WRITE) && !edge &&
+            !find_map(t.maps, fm->address + fm->size)) {
+            edge = fm;
+        }
+    }
+    g_assert(rom);
+    g_assert(edge);
+    g_assert(maps_cover(t.maps, DMA_RAM_BASE, 2 * DMA_XFER_MAX,
+                        VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE));
+
+    /*
+     * What a wrong check would hit: low memory (addresses truncated or
+     * wrapped), the last bytes below the edge, the ROM, the happy area.
+     */
+    guard_add(&t, 0, 0x2000);
+    guard_add(&t, edge->address + edge->size - 0x1000, 0x1000);
+    guard_add(&t, rom->address, 0x1000);
+    guard_add(&t, DMA_HAPPY, 0x10000);
+
+    /* outside every mapping */
+    expect_dma_error(&t, VFU_CMD_DMA_READ, 0xfff00000000ULL, 0x100, 0, EFAULT);
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, 0xfff00000000ULL, 0x100, 0x100,
+                     EFAULT);
+    /* straddling a mapping's end */
+    expect_dma_error(&t, VFU_CMD_DMA_READ, edge->address + edge->size - 8, 16,
+                     0, EFAULT);
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, edge->address + edge->size - 8, 16,
+                     16, EFAULT);
+    /* writing read-only memory */
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, rom->address, 0x100, 0x100,
+                     EFAULT);
+    /* address + count wraps around */
+    expect_dma_error(&t, VFU_CMD_DMA_READ, 0xfffffffffffff000ULL, 0x2000, 0,
+                     EFAULT);
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, 0xfffffffffffff000ULL, 0x2000,
+                     0x2000, EFAULT);
+    /* more than max_data_xfer_size: the codec refuses it */
+    expect_dma_error(&t, VFU_CMD_DMA_READ, DMA_HAPPY, 2 * DMA_XFER_MAX, 0,
+                     E2BIG);
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, DMA_HAPPY, 2 * DMA_XFER_MAX, 16,
+                     E2BIG);
+    /* a count that does not match the data sent */
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, DMA_HAPPY, 32, 16, EINVAL);
+    /* nothing to transfer */
+    expect_dma_error(&t, VFU_CMD_DMA_READ, DMA_HAPPY, 0, 0, EFAULT);
+    expect_dma_error(&t, VFU_CMD_DMA_WRITE, DMA_HAPPY, 0, 0, EFAULT);
+
+    /* reading a read-only mapping is fine */
+    p = (DmaProbe) { .cmd = VFU_CMD_DMA_READ, .address = rom->address,
+                     .count = 0x100 };
+    expect_dma_ok(&t, &p);
+    qtest_memread(t.qts, rom->address, mem, 0x100);
+    g_assert(memcmp(p.reply + sizeof(VfuDmaAccess), mem, 0x100) == 0);
+    probe_clear(&p);
+
+    /* the happy path: a pattern written, then read back, 64 KiB */
+    for (size_t i = 0; i < DMA_XFER_MAX; i++) {
+        pattern[i] = (i * 7 + (i >> 12)) & 0xff;
+    }
+    p = (DmaProbe) { .cmd = VFU_CMD_DMA_WRITE, .address = DMA_HAPPY,
+                     .count = 0x10000, .data = pattern, .data_len = 0x10000 };
+    expect_dma_ok(&t, &p);
+    g_assert_cmpuint(p.reply_len, >=, VFU_DMA_WRITE_REPLY_MIN_SIZE);
+    probe_clear(&p);
+    qtest_memread(t.qts, DMA_HAPPY, mem, 0x10000);
+    for (size_t i = 0; i < 0x10000; i++) {
+        g_assert_cmphex(mem[i], ==, pattern[i]);
+    }
+    p = (DmaProbe) { .cmd = VFU_CMD_DMA_READ, .address = DMA_HAPPY,
+                     .count = 0x10000 };
+    expect_dma_ok(&t, &p);
+    g_assert(memcmp(p.reply + sizeof(VfuDmaAccess), pattern, 0x10000) == 0);
+    probe_clear(&p);
+
+    /* a full max_data_xfer_size each way, twice: the reply buffer is reused */
+    for (int round = 0; round < 2; round++) {
+        uint64_t addr = DMA_RAM_BASE + round * DMA_XFER_MAX;
+
+        pattern[0] = round;
+        p = (DmaProbe) { .cmd = VFU_CMD_DMA_WRITE, .address = addr,
+                         .count = DMA_XFER_MAX, .data = pattern,
+                         .data_len = DMA_XFER_MAX };
+        expect_dma_ok(&t, &p);
+        probe_clear(&p);
+        qtest_memread(t.qts, addr, mem, DMA_XFER_MAX);
+        g_assert(memcmp(mem, pattern, DMA_XFER_MAX) == 0);
+        p = (DmaProbe) { .cmd = VFU_CMD_DMA_READ, .address = addr,
+                         .count = DMA_XFER_MAX };
+        expect_dma_ok(&t, &p);
+        g_assert(memcmp(p.reply + sizeof(VfuDmaAccess), pattern,
+                        DMA_XFER_MAX) == 0);
+        probe_clear(&p);
+    }
+    qemu_alive(t.qts);
+    dma_test_stop(&t);
+}
+
+/*
+ * A DMA_WRITE that really carries 2 MiB is bigger than any message the
+ * client takes: it drops the connection rather than read it, and the
+ * device goes inert with guest memory untouched.
+ */
+static void test_fake_dma_oversized(void)
+{
+    DmaTest t = { 0 };
+    g_autofree uint8_t *data = g_malloc(2 * DMA_XFER_MAX);
+    DmaProbe p = {
+        .cmd = VFU_CMD_DMA_WRITE, .address = DMA_RAM_BASE,
+        .count = 2 * DMA_XFER_MAX, .data = data,
+        .data_len = 2 * DMA_XFER_MAX,
+    };
+
+    dma_test_start(&t, true);
+    guard_add(&t, DMA_RAM_BASE, 2 * DMA_XFER_MAX);
+    memset(data, 0x5a, 2 * DMA_XFER_MAX);
+    guards_snapshot(&t);
+    run_probe(&t, &p);
+    /* no reply: the send broke off or the socket was closed after it */
+    g_assert(p.sent != 0 || p.got != 1);
+    guards_check(&t);
+    qemu_alive(t.qts);
+    g_assert_cmphex(qpci_io_readl(t.dev, t.bar, 0), ==, 0xffffffff);
+    probe_clear(&p);
+    dma_test_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     static const struct { Misbehave how; const char *reason; } bad[] = {
@@ -656,6 +995,8 @@ int main(int argc, char **argv)
     int ret;
 
     g_test_init(&argc, &argv, NULL);
+    /* a peer closing mid-send must fail the write, not kill the test */
+    signal(SIGPIPE, SIG_IGN);
     module_call_init(MODULE_INIT_QOM);
     tmpdir = g_dir_make_tmp("vfio-user-pci-test-XXXXXX", NULL);
 
@@ -675,6 +1016,12 @@ int main(int argc, char **argv)
                         GINT_TO_POINTER(CLOSE_ON_BAR_READ), test_fake_dies);
     qtest_add_data_func("/vfio-user-pci/fail/garbage-reply",
                         GINT_TO_POINTER(GARBAGE_HEADER), test_fake_dies);
+    qtest_add_data_func("/vfio-user-pci/dma/rogue-secure",
+                        GINT_TO_POINTER(true), test_fake_dma);
+    qtest_add_data_func("/vfio-user-pci/dma/rogue-fd",
+                        GINT_TO_POINTER(false), test_fake_dma);
+    qtest_add_func("/vfio-user-pci/dma/oversized-message",
+                   test_fake_dma_oversized);
     ret = g_test_run();
     rmdir(tmpdir);
     g_free(tmpdir);
