@@ -9,8 +9,10 @@ failed, a binary crashed or timed out, or no test ran at all.
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 TAP_RE = re.compile(r'^(ok|not ok)\s+\d+\s*(?:-\s*)?(.*?)(\s+#\s*(SKIP|TODO).*)?$',
@@ -21,15 +23,24 @@ def run_one(build, binary, env, timeout):
     path = os.path.join(build, binary)
     passed = failed = skipped = 0
     start = time.monotonic()
-    try:
-        proc = subprocess.run([path, '--tap', '-k'], cwd=build, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
-        out = proc.stdout.decode(errors='replace')
-        rc = proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b'').decode(errors='replace')
-        rc = None
+    # Output goes to a file, not a pipe: a server a test left behind must
+    # not keep us waiting for end-of-file.  Leftovers are killed with the
+    # test's process group.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([path, '--tap', '-k'], cwd=build, env=env,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        log.seek(0)
+        out = log.read().decode(errors='replace')
     fail_lines = []
     for line in out.splitlines():
         m = TAP_RE.match(line.strip())

@@ -34,6 +34,7 @@ static const char *dev_name(VfuPciDevice *dev)
 }
 
 static void vfu_pci_socket_readable(void *opaque);
+static void vfu_pci_exit(PCIDevice *pdev);
 
 void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
 {
@@ -735,23 +736,15 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
 
 fail:
     error_prepend(errp, "vfio-user-pci: socket '%s': ", dev->socket_path);
-    vfu_pci_dma_exit(dev);
-    vfu_pci_irq_exit(dev);
-    if (dev->msix_cap) {
-        msix_uninit(pdev, &dev->bars[dev->msix_table_bar].mr,
-                    &dev->bars[dev->msix_pba_bar].mr);
-    }
-    if (dev->msi_cap) {
-        msi_uninit(pdev);
-    }
-    g_clear_pointer(&dev->conn, vfu_conn_free);
+    vfu_pci_exit(pdev);
 }
 
+/* Undo realize, also a partial one. */
 static void vfu_pci_exit(PCIDevice *pdev)
 {
     VfuPciDevice *dev = VFIO_USER_PCI(pdev);
 
-    if (dev->conn && !dev->dead) {
+    if (dev->conn) {
         qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
                             NULL, NULL, NULL);
     }
@@ -760,9 +753,11 @@ static void vfu_pci_exit(PCIDevice *pdev)
     if (dev->msix_cap) {
         msix_uninit(pdev, &dev->bars[dev->msix_table_bar].mr,
                     &dev->bars[dev->msix_pba_bar].mr);
+        dev->msix_cap = 0;
     }
     if (dev->msi_cap) {
         msi_uninit(pdev);
+        dev->msi_cap = 0;
     }
     g_clear_pointer(&dev->conn, vfu_conn_free);
 }

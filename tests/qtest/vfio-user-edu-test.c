@@ -141,12 +141,40 @@ static void test_mmio(gconstpointer opaque)
     rig_stop(&r);
 }
 
+/*
+ * Does process @pid hold guest RAM's memfd, mapped or as an fd?  The
+ * memfd backend names its memfd after the type, so /proc shows it.
+ */
+static void remote_memfd_use(GPid pid, bool *mapped, bool *open_fd)
+{
+    g_autofree char *maps_path = g_strdup_printf("/proc/%d/maps", pid);
+    g_autofree char *fd_dir = g_strdup_printf("/proc/%d/fd", pid);
+    g_autofree char *maps = NULL;
+    g_autoptr(GDir) dir = NULL;
+    const char *name;
+
+    g_assert(g_file_get_contents(maps_path, &maps, NULL, NULL));
+    *mapped = strstr(maps, "memfd:memory-backend-memfd") != NULL;
+    *open_fd = false;
+    dir = g_dir_open(fd_dir, 0, NULL);
+    g_assert(dir);
+    while ((name = g_dir_read_name(dir))) {
+        g_autofree char *link = g_strdup_printf("%s/%s", fd_dir, name);
+        g_autofree char *target = g_file_read_link(link, NULL);
+
+        if (target && strstr(target, "memfd:memory-backend-memfd")) {
+            *open_fd = true;
+        }
+    }
+}
+
 /* Guest RAM → edu buffer → other guest RAM, compared byte for byte. */
 static void test_dma(gconstpointer opaque)
 {
     DmaMode mode = GPOINTER_TO_INT(opaque);
     /* edu refuses a transfer that ends at the end of its buffer */
     uint8_t pattern[4000], back[4000];
+    bool mapped, open_fd;
     Rig r;
 
     for (size_t i = 0; i < sizeof(pattern); i++) {
@@ -166,6 +194,14 @@ static void test_dma(gconstpointer opaque)
     g_assert_cmpuint(back[2], ==, 0xee);
     g_assert(memcmp(back + 3, pattern + 5, 33) == 0);
     g_assert_cmpuint(back[36], ==, 0xee);
+
+    /* only fd mode lets guest memory into the remote process */
+    remote_memfd_use(r.remote, &mapped, &open_fd);
+    if (mode == DMA_FD) {
+        g_assert(mapped);
+    } else {
+        g_assert(!mapped && !open_fd);
+    }
     rig_stop(&r);
 }
 

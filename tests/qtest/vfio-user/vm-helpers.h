@@ -7,6 +7,7 @@
 #ifndef TESTS_QTEST_VFIO_USER_VM_HELPERS_H
 #define TESTS_QTEST_VFIO_USER_VM_HELPERS_H
 
+#include <sys/prctl.h>
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 
@@ -25,6 +26,12 @@ static inline void vu_wait_for_socket(const char *path)
     g_error("server socket %s did not appear", path);
 }
 
+static inline void vu_die_with_parent(gpointer unused)
+{
+    /* a test that aborts must not leave its servers behind */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
 /* Run @argv (NULL-terminated) in the background and wait for @sock. */
 static inline GPid vu_spawn_server(char **argv, const char *sock)
 {
@@ -32,8 +39,8 @@ static inline GPid vu_spawn_server(char **argv, const char *sock)
 
     unlink(sock);
     g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD |
-                           G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &pid,
-                           NULL));
+                           G_SPAWN_STDOUT_TO_DEV_NULL, vu_die_with_parent,
+                           NULL, &pid, NULL));
     vu_wait_for_socket(sock);
     return pid;
 }
