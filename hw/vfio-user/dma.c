@@ -1,7 +1,8 @@
 /*
  * vfio-user-pci DMA: tell the server which guest memory its device may
  * reach (DMA_MAP/DMA_UNMAP, from a MemoryListener on the device's DMA
- * address space), and serve its DMA_READ/DMA_WRITE requests.
+ * address space and, behind a vIOMMU, from its IOMMU notifier), and
+ * serve its DMA_READ/DMA_WRITE requests.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -45,72 +46,65 @@ static bool vfu_section_range(VfuPciDevice *dev, MemoryRegionSection *section,
     return true;
 }
 
-static void vfu_dma_region_add(MemoryListener *listener,
-                               MemoryRegionSection *section)
+/* Send a DMA_MAP for @m and record it; @fd < 0 maps without an fd. */
+static void vfu_dma_map_send(VfuPciDevice *dev, VfuDmaMapping *m, int fd,
+                             uint64_t fd_offset)
 {
-    VfuPciDevice *dev = container_of(listener, VfuPciDevice, listener);
-    MemoryRegion *mr = section->mr;
-    VfuDmaMapping m = { 0 };
     VfuDmaMap req = { .argsz = sizeof(req) };
     Error *err = NULL;
-    int fd = -1;
 
-    if (dev->dead) {
-        return;
-    }
-    if (memory_region_is_iommu(mr)) {
-        warn_report_once("vfio-user-pci: DMA through a vIOMMU is not "
-                         "supported yet; the device gets no DMA access there");
-        return;
-    }
-    if (!vfu_section_range(dev, section, &m.iova, &m.size)) {
-        return;
-    }
-    m.flags = VFU_DMA_MAP_F_READ;
-    if (!mr->readonly && !memory_region_is_rom(mr)) {
-        m.flags |= VFU_DMA_MAP_F_WRITE;
-    }
-    if (!dev->secure_dma) {
-        fd = memory_region_get_fd(mr);
-        if (fd >= 0) {
-            void *host = memory_region_get_ram_ptr(mr) +
-                         section->offset_within_region +
-                         (m.iova - section->offset_within_address_space);
-            ram_addr_t offset;
-            RAMBlock *rb = qemu_ram_block_from_host(host, false, &offset);
-
-            /* a private mapping would not show the guest's writes */
-            if (rb && qemu_ram_is_shared(rb)) {
-                req.offset = offset;
-            } else {
-                fd = -1;
-            }
-        }
-    }
     if (dev->mappings->len >= vfu_conn_peer_limits(dev->conn)->max_dma_maps) {
         warn_report_once("vfio-user-pci: the server takes at most %u DMA "
                          "mappings; guest memory above that is not mapped",
                          vfu_conn_peer_limits(dev->conn)->max_dma_maps);
         return;
     }
-    req.flags = m.flags;
-    req.address = m.iova;
-    req.size = m.size;
-    m.has_fd = fd >= 0;
-    trace_vfio_user_pci_dma_map(m.iova, m.size, m.flags, m.has_fd);
+    req.flags = m->flags;
+    req.address = m->iova;
+    req.size = m->size;
+    req.offset = fd >= 0 ? fd_offset : 0;
+    m->has_fd = fd >= 0;
+    trace_vfio_user_pci_dma_map(m->iova, m->size, m->flags, m->has_fd);
     if (vfu_pci_call(dev, VFU_CMD_DMA_MAP, &req, sizeof(req),
-                     m.has_fd ? &fd : NULL, m.has_fd ? 1 : 0, NULL, &err)) {
+                     m->has_fd ? &fd : NULL, m->has_fd ? 1 : 0, NULL, &err)) {
         warn_report_err(err);
         return;
     }
     /* keep the array sorted by iova */
     for (guint i = 0; i <= dev->mappings->len; i++) {
         if (i == dev->mappings->len ||
-            g_array_index(dev->mappings, VfuDmaMapping, i).iova > m.iova) {
-            g_array_insert_val(dev->mappings, i, m);
+            g_array_index(dev->mappings, VfuDmaMapping, i).iova > m->iova) {
+            g_array_insert_val(dev->mappings, i, *m);
             break;
         }
     }
+}
+
+/*
+ * The fd and file offset that let the server map the RAM at @host
+ * itself, or -1.  Never in secure-dma mode, and only for shared RAM: a
+ * private mapping would not show the guest's writes.
+ */
+static int vfu_dma_ram_fd(VfuPciDevice *dev, MemoryRegion *mr, void *host,
+                          uint64_t *fd_offset)
+{
+    ram_addr_t offset;
+    RAMBlock *rb;
+    int fd;
+
+    if (dev->secure_dma) {
+        return -1;
+    }
+    fd = memory_region_get_fd(mr);
+    if (fd < 0) {
+        return -1;
+    }
+    rb = qemu_ram_block_from_host(host, false, &offset);
+    if (!rb || !qemu_ram_is_shared(rb)) {
+        return -1;
+    }
+    *fd_offset = offset;
+    return fd;
 }
 
 static void vfu_dma_unmap_one(VfuPciDevice *dev, guint i)
@@ -130,12 +124,200 @@ static void vfu_dma_unmap_one(VfuPciDevice *dev, guint i)
     g_array_remove_index(dev->mappings, i);
 }
 
+/*
+ * Unmap every mapping that overlaps [first, last], even partly: a
+ * vfio-user mapping can only be removed whole, and access the guest
+ * revoked must not outlive the revocation.
+ */
+static void vfu_dma_unmap_overlap(VfuPciDevice *dev, uint64_t first,
+                                  uint64_t last)
+{
+    for (guint i = 0; i < dev->mappings->len;) {
+        VfuDmaMapping *m = &g_array_index(dev->mappings, VfuDmaMapping, i);
+
+        if (m->iova <= last && m->iova + m->size - 1 >= first) {
+            vfu_dma_unmap_one(dev, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+/*
+ * Behind a vIOMMU the device may reach only what the guest mapped: a
+ * mapping of IOVA -> guest RAM becomes a DMA_MAP at that IOVA, an unmap
+ * a DMA_UNMAP.  DMA_READ/WRITE then go through the same vIOMMU.
+ */
+typedef struct VfuIommuWatch {
+    IOMMUNotifier n;
+    VfuPciDevice *dev;
+    MemoryRegion *mr;
+    hwaddr as_offset;       /* address space address - IOMMU region offset */
+    QLIST_ENTRY(VfuIommuWatch) next;
+} VfuIommuWatch;
+
+static void vfu_dma_iommu_map(VfuPciDevice *dev, IOMMUTLBEntry *entry,
+                              uint64_t iova, uint64_t size)
+{
+    uint64_t pg = vfu_dma_pgsize(dev);
+    VfuDmaMapping m = { .iova = iova, .size = size };
+    uint64_t fd_offset = 0;
+    MemoryRegion *mr;
+    hwaddr xlat, len = size;
+    int fd;
+
+    if ((iova | size) & (pg - 1)) {
+        trace_vfio_user_pci_iommu_skip(iova, size, "not server-page aligned");
+        warn_report_once("vfio-user-pci: a vIOMMU mapping is not aligned to "
+                         "the server's page size; the device cannot use it");
+        return;
+    }
+    /* the BQL keeps the RAM region alive after the RCU section */
+    WITH_RCU_READ_LOCK_GUARD() {
+        mr = address_space_translate(entry->target_as, entry->translated_addr,
+                                     &xlat, &len, entry->perm & IOMMU_WO,
+                                     MEMTXATTRS_UNSPECIFIED);
+    }
+    /* only guest RAM, as without a vIOMMU: never let DMA reach MMIO */
+    if (!memory_region_is_ram(mr) || memory_region_is_ram_device(mr)) {
+        trace_vfio_user_pci_iommu_skip(iova, size, "not RAM");
+        return;
+    }
+    if (len < size) {
+        trace_vfio_user_pci_iommu_skip(iova, size, "crosses a RAM boundary");
+        return;
+    }
+    if (entry->perm & IOMMU_RO) {
+        m.flags |= VFU_DMA_MAP_F_READ;
+    }
+    if ((entry->perm & IOMMU_WO) && !mr->readonly &&
+        !memory_region_is_rom(mr)) {
+        m.flags |= VFU_DMA_MAP_F_WRITE;
+    }
+    if (!m.flags) {
+        return;
+    }
+    fd = vfu_dma_ram_fd(dev, mr, memory_region_get_ram_ptr(mr) + xlat,
+                        &fd_offset);
+    vfu_dma_map_send(dev, &m, fd, fd_offset);
+}
+
+static void vfu_dma_iommu_notify(IOMMUNotifier *n, IOMMUTLBEntry *entry)
+{
+    VfuIommuWatch *w = container_of(n, VfuIommuWatch, n);
+    VfuPciDevice *dev = w->dev;
+    uint64_t iova = entry->iova + w->as_offset;
+
+    trace_vfio_user_pci_iommu_event(iova, entry->addr_mask + 1,
+                                    entry->translated_addr, entry->perm);
+    /* a changed translation replaces whatever was mapped there */
+    vfu_dma_unmap_overlap(dev, iova, iova + entry->addr_mask);
+    if (entry->perm == IOMMU_NONE || dev->dead || !dev->conn ||
+        entry->addr_mask == UINT64_MAX) {
+        return;
+    }
+    vfu_dma_iommu_map(dev, entry, iova, entry->addr_mask + 1);
+}
+
+static void vfu_dma_iommu_add(VfuPciDevice *dev, MemoryRegionSection *section)
+{
+    IOMMUMemoryRegion *iommu_mr = IOMMU_MEMORY_REGION(section->mr);
+    VfuIommuWatch *w = g_new0(VfuIommuWatch, 1);
+    hwaddr start = section->offset_within_region;
+    /* inclusive, and the section may end at 2^64 */
+    hwaddr last = int128_get64(int128_sub(
+        int128_add(int128_make64(start), section->size), int128_one()));
+    int idx = memory_region_iommu_attrs_to_index(iommu_mr,
+                                                 MEMTXATTRS_UNSPECIFIED);
+    Error *err = NULL;
+
+    w->dev = dev;
+    w->mr = section->mr;
+    w->as_offset = section->offset_within_address_space - start;
+    /*
+     * MAP events are what let the server reach anything; an IOMMU that
+     * cannot send them (intel-iommu without caching-mode=on) refuses.
+     */
+    iommu_notifier_init(&w->n, vfu_dma_iommu_notify,
+                        IOMMU_NOTIFIER_IOTLB_EVENTS, start, last, idx);
+    if (memory_region_register_iommu_notifier(section->mr, &w->n, &err)) {
+        error_prepend(&err, "vfio-user-pci: the device gets no DMA access "
+                      "through the vIOMMU: ");
+        warn_report_err(err);
+        g_free(w);
+        return;
+    }
+    trace_vfio_user_pci_iommu_watch(start + w->as_offset, last + w->as_offset,
+                                    true);
+    QLIST_INSERT_HEAD(&dev->iommu_watches, w, next);
+    /* what the guest mapped before we looked */
+    memory_region_iommu_replay(iommu_mr, &w->n);
+}
+
+static void vfu_dma_iommu_drop(VfuPciDevice *dev, VfuIommuWatch *w)
+{
+    trace_vfio_user_pci_iommu_watch(w->n.start + w->as_offset,
+                                    w->n.end + w->as_offset, false);
+    memory_region_unregister_iommu_notifier(w->mr, &w->n);
+    QLIST_REMOVE(w, next);
+    /* no UNMAP events come once unregistered: revoke the whole window */
+    vfu_dma_unmap_overlap(dev, w->n.start + w->as_offset,
+                          w->n.end + w->as_offset);
+    g_free(w);
+}
+
+static void vfu_dma_iommu_del(VfuPciDevice *dev, MemoryRegionSection *section)
+{
+    VfuIommuWatch *w, *tmp;
+
+    QLIST_FOREACH_SAFE(w, &dev->iommu_watches, next, tmp) {
+        if (w->mr == section->mr &&
+            w->n.start == section->offset_within_region) {
+            vfu_dma_iommu_drop(dev, w);
+        }
+    }
+}
+
+static void vfu_dma_region_add(MemoryListener *listener,
+                               MemoryRegionSection *section)
+{
+    VfuPciDevice *dev = container_of(listener, VfuPciDevice, listener);
+    MemoryRegion *mr = section->mr;
+    VfuDmaMapping m = { 0 };
+    uint64_t fd_offset = 0;
+    int fd;
+
+    if (dev->dead) {
+        return;
+    }
+    if (memory_region_is_iommu(mr)) {
+        vfu_dma_iommu_add(dev, section);
+        return;
+    }
+    if (!vfu_section_range(dev, section, &m.iova, &m.size)) {
+        return;
+    }
+    m.flags = VFU_DMA_MAP_F_READ;
+    if (!mr->readonly && !memory_region_is_rom(mr)) {
+        m.flags |= VFU_DMA_MAP_F_WRITE;
+    }
+    fd = vfu_dma_ram_fd(dev, mr, memory_region_get_ram_ptr(mr) +
+                        section->offset_within_region +
+                        (m.iova - section->offset_within_address_space),
+                        &fd_offset);
+    vfu_dma_map_send(dev, &m, fd, fd_offset);
+}
+
 static void vfu_dma_region_del(MemoryListener *listener,
                                MemoryRegionSection *section)
 {
     VfuPciDevice *dev = container_of(listener, VfuPciDevice, listener);
     uint64_t iova, size;
 
+    if (memory_region_is_iommu(section->mr)) {
+        vfu_dma_iommu_del(dev, section);
+        return;
+    }
     if (!vfu_section_range(dev, section, &iova, &size)) {
         return;
     }
@@ -173,6 +355,10 @@ void vfu_pci_dma_exit(VfuPciDevice *dev)
     if (dev->listener_registered) {
         memory_listener_unregister(&dev->listener);
         dev->listener_registered = false;
+    }
+    /* region_del normally dropped them already */
+    while (!QLIST_EMPTY(&dev->iommu_watches)) {
+        vfu_dma_iommu_drop(dev, QLIST_FIRST(&dev->iommu_watches));
     }
     while (dev->mappings && dev->mappings->len) {
         vfu_dma_unmap_one(dev, dev->mappings->len - 1);

@@ -72,6 +72,8 @@ struct VfuPciDevice {
     MemoryListener listener;
     bool listener_registered;
     GArray *mappings;       /* VfuDmaMapping, sorted by iova */
+    /* struct VfuIommuWatch (dma.c): one per vIOMMU section we follow */
+    QLIST_HEAD(, VfuIommuWatch) iommu_watches;
     /* DMA_READ reply, room for our max_data_xfer_size: no per-read malloc */
     VfuDmaAccess *dma_rsp;
     size_t dma_rsp_max;     /* data bytes dma_rsp can hold */
