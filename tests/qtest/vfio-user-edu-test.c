@@ -37,29 +37,11 @@ typedef struct Rig {
 
 static void rig_start(Rig *r, DmaMode mode)
 {
-    const char *qemu = g_getenv("VFIO_USER_QEMU");
-    g_autofree char *obj = NULL;
-    char *argv[12];
-    int n = 0;
     uint64_t size;
 
-    g_assert(qemu);
     r->dir = g_dir_make_tmp("vfio-user-edu-XXXXXX", NULL);
     r->sock = g_strdup_printf("%s/edu.sock", r->dir);
-    obj = g_strdup_printf("vfio-user-server,id=v0,socket=%s,device=e0",
-                          r->sock);
-    argv[n++] = (char *)qemu;
-    argv[n++] = (char *)"-M";
-    argv[n++] = (char *)"remote";
-    argv[n++] = (char *)"-nodefaults";
-    argv[n++] = (char *)"-display";
-    argv[n++] = (char *)"none";
-    argv[n++] = (char *)"-device";
-    argv[n++] = (char *)"edu,id=e0";
-    argv[n++] = (char *)"-object";
-    argv[n++] = obj;
-    argv[n] = NULL;
-    r->remote = vu_spawn_server(argv, r->sock);
+    r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
 
     r->qts = qtest_initf(VU_FW_ARGS "-M pc%s -m 64M %s "
                          "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
@@ -98,29 +80,6 @@ static void edu_wr(Rig *r, uint64_t off, uint32_t val)
     qpci_io_writel(r->dev, r->bar, off, val);
 }
 
-/* Wait for @off & @mask to read 0 (edu works on timers and threads). */
-static void edu_wait_clear(Rig *r, uint64_t off, uint32_t mask)
-{
-    for (int i = 0; i < 500; i++) {
-        if (!(edu_rd(r, off) & mask)) {
-            return;
-        }
-        g_usleep(10 * 1000);
-    }
-    g_error("edu register 0x%" PRIx64 " stuck at 0x%x", off, edu_rd(r, off));
-}
-
-static void edu_dma(Rig *r, uint64_t src, uint64_t dst, uint32_t len,
-                    bool to_pci)
-{
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_SRC, src);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_DST, dst);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CNT, len);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CMD,
-                   EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
-    edu_wait_clear(r, EDU_DMA_CMD, EDU_DMA_RUN);
-}
-
 static void test_mmio(gconstpointer opaque)
 {
     Rig r;
@@ -132,7 +91,7 @@ static void test_mmio(gconstpointer opaque)
     edu_wr(&r, EDU_LIVENESS, 0x12345678);
     g_assert_cmphex(edu_rd(&r, EDU_LIVENESS), ==, ~0x12345678u);
     edu_wr(&r, EDU_FACT, 10);
-    edu_wait_clear(&r, EDU_STATUS, EDU_STATUS_BUSY);
+    edu_wait_clear(r.dev, r.bar, EDU_STATUS, EDU_STATUS_BUSY);
     g_assert_cmpuint(edu_rd(&r, EDU_FACT), ==, 3628800);
     /* 8-byte accesses stay whole on the way through */
     qpci_io_writeq(r.dev, r.bar, EDU_DMA_SRC, 0x1122334455667788ULL);
@@ -183,13 +142,13 @@ static void test_dma(gconstpointer opaque)
     rig_start(&r, mode);
     qtest_memwrite(r.qts, 0x100000, pattern, sizeof(pattern));
     qtest_memset(r.qts, 0x200000, 0, sizeof(back));
-    edu_dma(&r, 0x100000, EDU_DMA_BUF, sizeof(pattern), false);
-    edu_dma(&r, EDU_DMA_BUF, 0x200000, sizeof(pattern), true);
+    edu_dma(r.dev, r.bar, 0x100000, EDU_DMA_BUF, sizeof(pattern), false);
+    edu_dma(r.dev, r.bar, EDU_DMA_BUF, 0x200000, sizeof(pattern), true);
     qtest_memread(r.qts, 0x200000, back, sizeof(back));
     g_assert(memcmp(pattern, back, sizeof(back)) == 0);
     /* an odd size and an unaligned address */
     qtest_memset(r.qts, 0x300000, 0xee, 64);
-    edu_dma(&r, EDU_DMA_BUF + 5, 0x300003, 33, true);
+    edu_dma(r.dev, r.bar, EDU_DMA_BUF + 5, 0x300003, 33, true);
     qtest_memread(r.qts, 0x300000, back, 64);
     g_assert_cmpuint(back[2], ==, 0xee);
     g_assert(memcmp(back + 3, pattern + 5, 33) == 0);

@@ -71,30 +71,12 @@ typedef struct Rig {
 
 static void rig_start(Rig *r, DmaMode mode)
 {
-    const char *qemu = g_getenv("VFIO_USER_QEMU");
-    g_autofree char *obj = NULL;
-    char *argv[12];
-    int n = 0;
     uint64_t size;
 
-    g_assert(qemu);
     r->dir = g_dir_make_tmp("vfio-user-viommu-XXXXXX", NULL);
     r->sock = g_strdup_printf("%s/edu.sock", r->dir);
     r->log = g_strdup_printf("%s/client.log", r->dir);
-    obj = g_strdup_printf("vfio-user-server,id=v0,socket=%s,device=e0",
-                          r->sock);
-    argv[n++] = (char *)qemu;
-    argv[n++] = (char *)"-M";
-    argv[n++] = (char *)"remote";
-    argv[n++] = (char *)"-nodefaults";
-    argv[n++] = (char *)"-display";
-    argv[n++] = (char *)"none";
-    argv[n++] = (char *)"-device";
-    argv[n++] = (char *)"edu,id=e0";
-    argv[n++] = (char *)"-object";
-    argv[n++] = obj;
-    argv[n] = NULL;
-    r->remote = vu_spawn_server(argv, r->sock);
+    r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
 
     /* MAP notifications need caching mode; the IOMMU goes first */
     r->qts = qtest_initf(VU_FW_ARGS "-M q35,memory-backend=mem -m 64M "
@@ -128,29 +110,6 @@ static void rig_stop(Rig *r)
 static uint32_t edu_rd(Rig *r, uint64_t off)
 {
     return qpci_io_readl(r->dev, r->bar, off);
-}
-
-/* Wait for @off & @mask to read 0 (edu works on timers and threads). */
-static void edu_wait_clear(Rig *r, uint64_t off, uint32_t mask)
-{
-    for (int i = 0; i < 500; i++) {
-        if (!(edu_rd(r, off) & mask)) {
-            return;
-        }
-        g_usleep(10 * 1000);
-    }
-    g_error("edu register 0x%" PRIx64 " stuck at 0x%x", off, edu_rd(r, off));
-}
-
-static void edu_dma(Rig *r, uint64_t src, uint64_t dst, uint32_t len,
-                    bool to_pci)
-{
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_SRC, src);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_DST, dst);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CNT, len);
-    qpci_io_writeq(r->dev, r->bar, EDU_DMA_CMD,
-                   EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
-    edu_wait_clear(r, EDU_DMA_CMD, EDU_DMA_RUN);
 }
 
 static uint64_t table_alloc(Rig *r)
@@ -259,8 +218,10 @@ static void check_window_works(Rig *r, uint64_t iova, uint64_t gpa,
     fill(pattern, sizeof(pattern), seed);
     qtest_memset(r->qts, gpa, 0, WIN_SIZE);
     qtest_memwrite(r->qts, gpa + 0x800, pattern, sizeof(pattern));
-    edu_dma(r, iova + 0x800, EDU_DMA_BUF, sizeof(pattern), false);
-    edu_dma(r, EDU_DMA_BUF, iova + 0x1100, sizeof(pattern), true);
+    edu_dma(r->dev, r->bar, iova + 0x800, EDU_DMA_BUF, sizeof(pattern),
+            false);
+    edu_dma(r->dev, r->bar, EDU_DMA_BUF, iova + 0x1100, sizeof(pattern),
+            true);
     qtest_memread(r->qts, gpa + 0x1100, back, sizeof(back));
     g_assert(memcmp(pattern, back, sizeof(back)) == 0);
 }
@@ -273,7 +234,7 @@ static void check_dma_blocked(Rig *r, uint64_t iova, uint64_t gpa)
     /* edu's buffer holds a pattern from an earlier transfer */
     qtest_memset(r->qts, gpa, 0x5a, sizeof(before));
     qtest_memread(r->qts, gpa, before, sizeof(before));
-    edu_dma(r, EDU_DMA_BUF, iova, sizeof(before), true);
+    edu_dma(r->dev, r->bar, EDU_DMA_BUF, iova, sizeof(before), true);
     qtest_memread(r->qts, gpa, after, sizeof(after));
     g_assert(memcmp(before, after, sizeof(after)) == 0);
     /* and the client is still alive and serving the device */

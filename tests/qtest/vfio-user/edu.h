@@ -23,4 +23,32 @@
 #define EDU_DMA_RUN         1
 #define EDU_DMA_TO_PCI      2
 
+#ifdef LIBQOS_PCI_H
+/* Wait for @off & @mask to read 0 (edu works on timers and threads). */
+static inline void edu_wait_clear(QPCIDevice *dev, QPCIBar bar, uint64_t off,
+                                  uint32_t mask)
+{
+    for (int i = 0; i < 500; i++) {
+        if (!(qpci_io_readl(dev, bar, off) & mask)) {
+            return;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_error("edu register 0x%" PRIx64 " stuck at 0x%x", off,
+            qpci_io_readl(dev, bar, off));
+}
+
+/* One DMA of the edu engine, to or from its buffer, waited for. */
+static inline void edu_dma(QPCIDevice *dev, QPCIBar bar, uint64_t src,
+                           uint64_t dst, uint32_t len, bool to_pci)
+{
+    qpci_io_writeq(dev, bar, EDU_DMA_SRC, src);
+    qpci_io_writeq(dev, bar, EDU_DMA_DST, dst);
+    qpci_io_writeq(dev, bar, EDU_DMA_CNT, len);
+    qpci_io_writeq(dev, bar, EDU_DMA_CMD,
+                   EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
+    edu_wait_clear(dev, bar, EDU_DMA_CMD, EDU_DMA_RUN);
+}
+#endif
+
 #endif /* TESTS_QTEST_VFIO_USER_EDU_H */

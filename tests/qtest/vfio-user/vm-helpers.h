@@ -45,6 +45,23 @@ static inline GPid vu_spawn_server(char **argv, const char *sock)
     return pid;
 }
 
+/* Start "-M remote" exporting "-device @device" (id @id) on @sock. */
+static inline GPid vu_spawn_remote(const char *sock, const char *id,
+                                   const char *device)
+{
+    const char *qemu = g_getenv("VFIO_USER_QEMU");
+    g_autofree char *obj = g_strdup_printf(
+        "vfio-user-server,id=v0,socket=%s,device=%s", sock, id);
+    char *argv[] = {
+        (char *)qemu, (char *)"-M", (char *)"remote", (char *)"-nodefaults",
+        (char *)"-display", (char *)"none", (char *)"-device", (char *)device,
+        (char *)"-object", obj, NULL,
+    };
+
+    g_assert(qemu);
+    return vu_spawn_server(argv, sock);
+}
+
 static inline void vu_kill_server(GPid pid)
 {
     kill(pid, SIGKILL);
