@@ -27,6 +27,10 @@ struct VfuConn {
     VfuRequestFunc request_func;
     void *request_opaque;
 
+    VfuDeferFunc defer_func;
+    void *defer_opaque;
+    GQueue deferred;
+
     /* a message being received, kept across non-blocking calls */
     uint8_t rx_hdr[sizeof(VfuHeader)];
     size_t rx_hdr_got;
@@ -70,6 +74,9 @@ void vfu_conn_free(VfuConn *c)
     }
     vfu_msg_free(c->rx_msg);
     conn_drop_rx_fds(c);
+    while (!g_queue_is_empty(&c->deferred)) {
+        vfu_msg_free(g_queue_pop_head(&c->deferred));
+    }
     qio_channel_close(c->ioc, NULL);
     object_unref(OBJECT(c->ioc));
     g_free(c->name);
@@ -80,6 +87,17 @@ void vfu_conn_set_request_func(VfuConn *c, VfuRequestFunc func, void *opaque)
 {
     c->request_func = func;
     c->request_opaque = opaque;
+}
+
+void vfu_conn_set_defer_func(VfuConn *c, VfuDeferFunc func, void *opaque)
+{
+    c->defer_func = func;
+    c->defer_opaque = opaque;
+}
+
+VfuMsg *vfu_conn_take_deferred(VfuConn *c)
+{
+    return g_queue_pop_head(&c->deferred);
 }
 
 void vfu_conn_set_timeout(VfuConn *c, int64_t timeout_ms)
@@ -414,6 +432,13 @@ int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
             error_propagate_prepend(errp, local_err, "%s: waiting for %s: ",
                                     c->name, vfu_command_name(cmd));
             return -ECONNRESET;
+        }
+        if (!vfu_msg_is_reply(msg) && c->defer_func) {
+            trace_vfio_user_deferred(c->name, msg->hdr.msg_id,
+                                     vfu_command_name(msg->hdr.command));
+            g_queue_push_tail(&c->deferred, g_steal_pointer(&msg));
+            c->defer_func(c, c->defer_opaque);
+            continue;
         }
         if (!vfu_msg_is_reply(msg)) {
             vfu_conn_handle_request(c, g_steal_pointer(&msg));

@@ -274,6 +274,16 @@ static void vfu_irq_set_fd(VfuIrqs *irqs, uint32_t index, uint32_t i,
     case VFU_IRQ_SET_ACTION_TRIGGER:
         vfu_irq_close(&v->trigger_fd, false);
         v->trigger_fd = fd;
+        /*
+         * The client emulates the MSI-X table the guest programs, masks
+         * included; the device's own copy stays as reset left it, all
+         * masked, and would only ever set pending bits.  Masking is the
+         * client's (and SET_IRQS's) business here.
+         */
+        if (fd >= 0 && index == VFU_PCI_MSIX_IRQ &&
+            i < irqs->dev->msix_entries_nr) {
+            msix_set_mask(irqs->dev, i, false);
+        }
         break;
     case VFU_IRQ_SET_ACTION_MASK:
         vfu_irq_close(&v->mask_fd, false);

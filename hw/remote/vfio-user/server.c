@@ -17,6 +17,7 @@
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/bswap.h"
+#include "qemu/main-loop.h"
 #include "qom/object.h"
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
@@ -82,6 +83,7 @@ struct VfuServer {
     guint listen_tag;
 
     VfuConn *conn;
+    QEMUBH *deferred_bh;
     guint client_tag;
     bool negotiated;
     unsigned depth;
@@ -597,6 +599,9 @@ static void vfu_server_drop_client(VfuServer *s, bool from_watch,
     trace_vfio_user_srv_reset(vfu_server_id(s), "disconnect");
     pci_device_reset(s->pdev);
     vfu_dma_space_unmap_all(s->dma);
+    if (s->deferred_bh) {
+        qemu_bh_cancel(s->deferred_bh);
+    }
     vfu_conn_free(s->conn);
     s->conn = NULL;
     s->negotiated = false;
@@ -605,10 +610,43 @@ static void vfu_server_drop_client(VfuServer *s, bool from_watch,
     }
 }
 
+/*
+ * Requests that came in while a DMA round trip was waiting for the
+ * client: served now, in their order, before anything newer.
+ */
+static void vfu_server_serve_deferred(VfuServer *s)
+{
+    VfuMsg *msg;
+
+    while (s->conn && !vfu_conn_is_broken(s->conn) &&
+           (msg = vfu_conn_take_deferred(s->conn))) {
+        vfu_conn_handle_request(s->conn, msg);
+    }
+}
+
+static void vfu_server_deferred_bh(void *opaque)
+{
+    VfuServer *s = opaque;
+
+    vfu_server_serve_deferred(s);
+    if (s->conn && vfu_conn_is_broken(s->conn)) {
+        vfu_server_drop_client(s, false, true);
+    }
+}
+
+static void vfu_server_deferred(VfuConn *conn, void *opaque)
+{
+    VfuServer *s = opaque;
+
+    qemu_bh_schedule(s->deferred_bh);
+}
+
 static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
                                      gpointer opaque)
 {
     VfuServer *s = opaque;
+
+    vfu_server_serve_deferred(s);
 
     for (int n = 0; n < VFU_SERVER_BATCH; n++) {
         VfuMsg *msg = NULL;
@@ -690,6 +728,10 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     s->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
     s->negotiated = false;
     vfu_conn_set_request_func(s->conn, vfu_server_request, s);
+    vfu_conn_set_defer_func(s->conn, vfu_server_deferred, s);
+    if (!s->deferred_bh) {
+        s->deferred_bh = qemu_bh_new(vfu_server_deferred_bh, s);
+    }
     s->client_tag = qio_channel_add_watch(QIO_CHANNEL(sioc),
                                           G_IO_IN | G_IO_HUP | G_IO_ERR,
                                           vfu_server_client_io, s, NULL);
@@ -894,6 +936,9 @@ static void vfu_server_finalize(Object *obj)
         qemu_remove_machine_init_done_notifier(&s->machine_done);
     }
     vfu_server_stop(s);
+    if (s->deferred_bh) {
+        qemu_bh_delete(s->deferred_bh);
+    }
     g_free(s->socket);
     g_free(s->device);
     g_free(s->name);

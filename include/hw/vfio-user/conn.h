@@ -38,6 +38,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfuConn, vfu_conn_free)
 void vfu_conn_set_request_func(VfuConn *conn, VfuRequestFunc func,
                                void *opaque);
 void vfu_conn_set_timeout(VfuConn *conn, int64_t timeout_ms);
+
+/*
+ * Keep requests that arrive while vfu_conn_call() waits instead of
+ * serving them inline; @func is told each time one is kept, and the
+ * owner serves them later, in order, with vfu_conn_take_deferred().  A
+ * server needs this: the device is busy in the access that made it call
+ * the client, and must not be entered again from inside it.
+ */
+typedef void (*VfuDeferFunc)(VfuConn *conn, void *opaque);
+void vfu_conn_set_defer_func(VfuConn *conn, VfuDeferFunc func, void *opaque);
+VfuMsg *vfu_conn_take_deferred(VfuConn *conn);
 const VfuLimits *vfu_conn_peer_limits(VfuConn *conn);
 const VfuLimits *vfu_conn_local_limits(VfuConn *conn);
 void vfu_conn_set_peer_limits(VfuConn *conn, const VfuLimits *peer);
