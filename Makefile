@@ -25,7 +25,7 @@ TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all setup build peers check demo clean distclean FORCE
+.PHONY: all setup build peers check demo guest clean distclean FORCE
 
 all: build
 
@@ -50,6 +50,14 @@ check: setup peers
 	    scripts/ninja-progress.sh
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
 	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples $(TEST_BINS)
+
+# The Linux test guest (Debian kernel + busybox initramfs), cached in
+# $(BUILD_ROOT)/guest; see scripts/vfio-user-guest.sh.
+guest:
+	@scripts/vfio-user-guest.sh
+
+demo: build guest
+	@scripts/vfio-user-demo.sh
 
 clean:
 	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean

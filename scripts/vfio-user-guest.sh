@@ -1,0 +1,272 @@
+#!/bin/bash
+# Build the small Linux test guest used by `make demo` (and end-to-end tests):
+#
+#   $BUILD_ROOT/guest/vmlinuz         Debian 12's stock amd64 kernel
+#   $BUILD_ROOT/guest/initramfs.cpio.gz
+#                                     busybox-static + the kernel modules of
+#                                     the devices we export (nvme, e1000e,
+#                                     sym53c8xx, virtio) + an /init that runs
+#                                     one test scenario and powers off
+#
+# Nothing here is committed: the guest is made from Debian packages at test
+# time and cached under the build root, so re-running costs nothing once both
+# files exist (delete $BUILD_ROOT/guest to rebuild).  Packages are fetched
+# with `apt-get download` and unpacked with dpkg-deb into a scratch folder;
+# the host's own /boot and module tree are never touched.
+#
+# Guest interface (kernel command line; /init reads /proc/cmdline):
+#   vfu.test=NAME      scenario: lspci, nvme-rw, shell (default: lspci)
+#   vfu.dev=PATH       block device of nvme-rw (default /dev/nvme0n1)
+#   vfu.len=BYTES      bytes of nvme-rw's region A / B (default 1048576)
+#   vfu.a=BYTES        offset of region A (default 0)
+#   vfu.b=BYTES        offset of region B (default 4194304)
+#   vfu.sha=HEX        sha256 the host expects of region A
+#   vfu.timeout=SECS   watchdog: FAIL and power off after SECS (default 60)
+# Output goes to ttyS0; result lines start with `VFU-` (VFU-RESULT: PASS|FAIL
+# ends every scenario) and the guest then powers off (`poweroff -f`; after a
+# failure a sysrq reset, which needs QEMU's -no-reboot to end the VM).
+#
+# usage: scripts/vfio-user-guest.sh            (BUILD_ROOT from the env)
+
+set -euo pipefail
+
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_ROOT=${BUILD_ROOT:-$SRCDIR/build}
+GUEST=$BUILD_ROOT/guest
+KERNEL=$GUEST/vmlinuz
+INITRD=$GUEST/initramfs.cpio.gz
+
+# Modules wanted in the guest.  Their dependencies are resolved from the
+# kernel package's own modules.dep, so only these names are listed here.
+MODULES="nvme e1000e sym53c8xx sd_mod virtio_pci virtio_blk virtio_net"
+
+log() { echo "guest: $*"; }
+die() { echo "guest: error: $*" >&2; exit 1; }
+
+# The cache is keyed by this script's own contents, so editing /init or
+# the module list below rebuilds the guest on the next run.
+STAMP=$GUEST/stamp
+want_stamp=$(sha256sum "$0" | cut -d' ' -f1)
+if [ -f "$KERNEL" ] && [ -f "$INITRD" ] &&
+   [ "$(cat "$STAMP" 2>/dev/null)" = "$want_stamp" ]; then
+    log "cached: $KERNEL, $INITRD"
+    exit 0
+fi
+
+# --- host tools ---------------------------------------------------------------
+# cpio packs the initramfs, kmod's depmod/modprobe resolve module deps,
+# dpkg-dev's dpkg-deb unpacks the packages, gzip compresses.
+need=
+for p in cpio kmod gzip dpkg-dev; do
+    case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
+    *" installed") ;;
+    *) need="$need $p" ;;
+    esac
+done
+apt_updated=
+apt_update() {
+    if [ -z "$apt_updated" ]; then
+        apt-get update -q >/dev/null || die "apt-get update failed"
+        apt_updated=1
+    fi
+}
+if [ -n "$need" ]; then
+    [ "$(id -u)" = 0 ] || die "missing packages:$need (run as root or install them)"
+    log "installing:$need"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        $need >/dev/null 2>&1 || die "apt-get install failed"
+fi
+
+# --- fetch the packages -------------------------------------------------------
+WORK=$GUEST/work
+rm -rf "$WORK"
+mkdir -p "$WORK/debs" "$WORK/kroot" "$WORK/bbroot"
+# On any failure the half-made scratch folder goes; the outputs are only
+# moved into place at the very end, so a failed run never looks cached.
+trap 'rm -rf "$WORK"' EXIT
+
+# linux-image-amd64 is a metapackage: the kernel is in the package it
+# depends on (linux-image-6.1.0-N-amd64); ask apt which one that is now.
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+       sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n 1)
+if [ -z "$kpkg" ]; then
+    apt_update
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+           sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n 1)
+fi
+[ -n "$kpkg" ] || die "apt knows no linux-image-amd64 (is Debian's archive configured?)"
+
+fetch() {
+    # apt-get download writes into the current directory; retry once
+    # after refreshing the lists since an old revision may have left the archive.
+    (cd "$WORK/debs" && apt-get download -q "$@" >/dev/null 2>&1) && return 0
+    apt_update
+    (cd "$WORK/debs" && apt-get download -q "$@" >/dev/null) ||
+        die "apt-get download $* failed"
+}
+log "downloading $kpkg and busybox-static"
+fetch "$kpkg" busybox-static
+
+dpkg-deb -x "$WORK/debs/${kpkg}_"*.deb "$WORK/kroot"
+dpkg-deb -x "$WORK/debs/busybox-static_"*.deb "$WORK/bbroot"
+
+vmlinuz=$(ls "$WORK/kroot/boot/"vmlinuz-* | head -n 1)
+[ -f "$vmlinuz" ] || die "no vmlinuz in $kpkg"
+kver=${vmlinuz##*/vmlinuz-}
+[ -d "$WORK/kroot/lib/modules/$kver" ] || die "no modules for $kver in $kpkg"
+busybox=$WORK/bbroot/bin/busybox
+[ -x "$busybox" ] || die "no /bin/busybox in busybox-static"
+
+# Debian's package ships no modules.dep (its postinst runs depmod): make it.
+depmod -b "$WORK/kroot" "$kver"
+
+# --- assemble the initramfs ---------------------------------------------------
+R=$WORK/root
+mkdir -p "$R"/{bin,sbin,dev,proc,sys,tmp,etc,root,modules}
+cp "$busybox" "$R/bin/busybox"
+# busybox --install needs /proc at run time; make the applet links now.
+for applet in $("$busybox" --list); do
+    [ -e "$R/bin/$applet" ] || ln -s busybox "$R/bin/$applet"
+done
+
+# Ordered insmod list: modprobe --show-depends prints each dependency
+# before its user, so loading the list top to bottom never fails on a
+# missing symbol.  Built-in modules print "builtin" and are skipped.
+: >"$R/modules/load.list"
+for m in $MODULES; do
+    modprobe -d "$WORK/kroot" -S "$kver" --show-depends "$m" 2>/dev/null |
+        sed -n 's/^insmod \([^ ]*\).*$/\1/p' | while read -r ko; do
+        name=${ko##*/}
+        # Debian 12 ships plain .ko; newer kernels compress (.ko.xz/.zst):
+        # unpack on the host so busybox insmod needs no decompressor.
+        case $name in
+        *.ko.xz)  plain=${name%.xz};  xz -dc "$ko" >"$R/modules/$plain" ;;
+        *.ko.zst) plain=${name%.zst}; zstd -qdc "$ko" >"$R/modules/$plain" ;;
+        *.ko.gz)  plain=${name%.gz};  gzip -dc "$ko" >"$R/modules/$plain" ;;
+        *)        plain=$name;        cp "$ko" "$R/modules/$plain" ;;
+        esac
+        grep -qx "$plain" "$R/modules/load.list" || echo "$plain" >>"$R/modules/load.list"
+    done
+done
+[ -s "$R/modules/load.list" ] || die "resolved no modules (names changed?)"
+
+cat >"$R/init" <<'INIT'
+#!/bin/sh
+# Test guest /init: set up, load modules, run the scenario named by
+# vfu.test= on the kernel command line, report on ttyS0, power off.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+arg() {  # arg NAME DEFAULT: value of vfu.NAME= on the command line
+    v=$(tr ' ' '\n' </proc/cmdline | sed -n "s/^vfu\.$1=//p" | tail -n 1)
+    echo "${v:-$2}"
+}
+
+# A device that stopped answering also blocks a clean power-off (the
+# kernel shuts its driver down first), so failures leave by an immediate
+# reset instead: with panic=-1 and QEMU's -no-reboot, QEMU then exits.
+hard_off() { sleep 1; echo b >/proc/sysrq-trigger; sleep 5; poweroff -f; }
+# The kernel's last words (quiet hides warnings such as nvme's time-outs)
+# come first, so the host can show why.
+fail() {
+    dmesg | tail -n 15 | sed 's/^/VFU-DMESG: /'
+    echo "VFU-FAIL: $*"; echo "VFU-RESULT: FAIL"; hard_off
+}
+
+echo "VFU-BOOT: kernel $(uname -r) up in $(cut -d' ' -f1 /proc/uptime)s"
+
+# Watchdog: a device that never answers can leave insmod or a read stuck
+# in the kernel for good; report and power off anyway so the host sees a
+# clear FAIL instead of waiting for its own time-out.
+limit=$(arg timeout 60)
+(sleep "$limit"; fail "scenario still running after ${limit}s") &
+# Some modules may refuse to load (crct10dif-pclmul needs a CPU feature
+# TCG's default CPU lacks; its generic twin takes over): count, don't fail.
+n=0; bad=
+while read -r ko; do
+    if insmod "/modules/$ko" 2>/dev/null; then n=$((n + 1)); else bad="$bad ${ko%.ko}"; fi
+done </modules/load.list
+echo "VFU-MODULES: $n loaded${bad:+, not loaded:$bad}"
+
+# Wait (at most ~10 s) for the device to probe: nvme scans namespaces
+# asynchronously after the module loads.
+wait_for() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e "$1" ]
+}
+
+# Debian's busybox-static has no lspci applet: print the same facts as
+# `lspci -nk` from sysfs (slot, class, vendor:device, bound driver).
+show_pci() {
+    echo "VFU-LSPCI-BEGIN"
+    for d in /sys/bus/pci/devices/*; do
+        drv=-
+        [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+        class=$(cat "$d/class"); ven=$(cat "$d/vendor"); dev=$(cat "$d/device")
+        echo "${d##*/0000:} ${class#0x}: ${ven#0x}:${dev#0x} driver=$drv"
+    done
+    echo "VFU-LSPCI-END"
+}
+
+# Read region A and check its sha256 against the host's; write region B
+# as region A with every byte plus one (mod 256); the host then compares
+# region B byte for byte with what it computes from its own pattern.
+nvme_rw() {
+    dev=$(arg dev /dev/nvme0n1)
+    len=$(arg len 1048576)
+    a=$(arg a 0)
+    b=$(arg b 4194304)
+    want=$(arg sha "")
+    bs=4096
+    wait_for "$dev" || fail "$dev did not appear"
+    echo "VFU-DISK: $dev $(cat /sys/block/${dev##*/}/size) sectors," \
+         "model '$(cat /sys/block/${dev##*/}/device/model 2>/dev/null | sed 's/ *$//')'"
+    dd if="$dev" of=/tmp/a bs=$bs skip=$((a / bs)) count=$((len / bs)) 2>/dev/null ||
+        fail "read of $dev failed"
+    echo "VFU-READ: first 32 bytes: $(head -c 32 /tmp/a | hexdump -v -e '32/1 "%02x"')"
+    got=$(sha256sum /tmp/a | cut -d' ' -f1)
+    echo "VFU-READ: sha256 $got"
+    [ "$got" = "$want" ] || fail "region A sha256 $got, host expects $want"
+    echo "VFU-CHECK: region A matches the host's pattern"
+    # tr with octal ranges maps byte n to n+1, 0xff to 0x00.
+    tr '\000-\376\377' '\001-\377\000' </tmp/a >/tmp/b
+    dd if=/tmp/b of="$dev" bs=$bs seek=$((b / bs)) conv=fsync 2>/dev/null ||
+        fail "write to $dev failed"
+    # Read back from the device, not the page cache.
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    dd if="$dev" of=/tmp/c bs=$bs skip=$((b / bs)) count=$((len / bs)) 2>/dev/null ||
+        fail "read-back of $dev failed"
+    cmp -s /tmp/b /tmp/c || fail "read-back of region B differs from what was written"
+    echo "VFU-WRITE: wrote $len bytes at offset $b, sha256 $(sha256sum /tmp/b | cut -d' ' -f1)"
+    echo "VFU-RESULT: PASS"
+}
+
+case $(arg test lspci) in
+lspci)   show_pci; echo "VFU-RESULT: PASS" ;;
+nvme-rw) show_pci; nvme_rw ;;
+shell)   setsid cttyhack sh ;;
+*)       fail "unknown vfu.test=$(arg test '')" ;;
+esac
+poweroff -f
+INIT
+chmod 755 "$R/init"
+
+cp "$vmlinuz" "$WORK/vmlinuz"
+(cd "$R" && find . -print0 | LC_ALL=C sort -z |
+     cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9 >"$WORK/initramfs.cpio.gz"
+echo "$kpkg $kver" >"$WORK/kernel-version"
+
+# Publish: the initramfs last, since its presence (with the kernel) marks
+# the cache complete.
+mv "$WORK/vmlinuz" "$KERNEL"
+mv "$WORK/kernel-version" "$GUEST/kernel-version"
+mv "$WORK/initramfs.cpio.gz" "$INITRD"
+echo "$want_stamp" >"$STAMP"
+log "built $KERNEL ($kver) and $INITRD ($(du -k "$INITRD" | cut -f1) KiB," \
+    "$(wc -l <"$R/modules/load.list") modules)"
