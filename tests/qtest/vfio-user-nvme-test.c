@@ -33,6 +33,7 @@
 #define IOSQ_ADDR       0x102000
 #define IOCQ_ADDR       0x103000
 #define BUF_ADDR        0x104000
+#define MSI_ADDR        0x110000
 
 typedef struct NvmeQueue {
     uint64_t sq, cq;
@@ -138,6 +139,7 @@ static void test_nvme(gconstpointer opaque)
     g_autofree uint8_t *file = NULL;
     uint8_t buf[4096], id[4096];
     size_t len;
+    uint64_t entry;
     GPid pid;
     Nvme n = { 0 };
 
@@ -153,7 +155,19 @@ static void test_nvme(gconstpointer opaque)
                         sock, secure ? ",secure-dma=on" : "");
     n.bus = qpci_new_pc(n.qts, NULL);
     n.dev = vu_find_dev(n.bus, QPCI_DEVFN(4, 0));
-    n.bar = qpci_iomap(n.dev, 0, NULL);
+    /*
+     * MSI-X vector 0, aimed at guest RAM so its delivery is a memory
+     * write the test can see; nvme's admin queue completes on it.
+     * (libqos maps the table's BAR, which is BAR0, for us.)
+     */
+    qpci_msix_enable(n.dev);
+    n.bar = n.dev->msix_table_bar;
+    entry = n.dev->msix_table_off;
+    qpci_io_writel(n.dev, n.bar, entry + PCI_MSIX_ENTRY_LOWER_ADDR, MSI_ADDR);
+    qpci_io_writel(n.dev, n.bar, entry + PCI_MSIX_ENTRY_UPPER_ADDR, 0);
+    qpci_io_writel(n.dev, n.bar, entry + PCI_MSIX_ENTRY_DATA, 0x4d5a);
+    qpci_io_writel(n.dev, n.bar, entry + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+    qtest_writel(n.qts, MSI_ADDR, 0);
     nvme_enable(&n);
 
     /* Identify controller: the device writes 4 KiB into guest memory */
@@ -163,6 +177,11 @@ static void test_nvme(gconstpointer opaque)
     qtest_memread(n.qts, BUF_ADDR, id, sizeof(id));
     g_assert_cmphex(lduw_le_p(id), ==, 0x1b36);             /* VID */
     g_assert(memcmp(id + 4, "vfu-nvme-0          ", 20) == 0); /* SN */
+    /* its completion raised the MSI-X vector the guest programmed */
+    for (int i = 0; i < 500 && qtest_readl(n.qts, MSI_ADDR) != 0x4d5a; i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(qtest_readl(n.qts, MSI_ADDR), ==, 0x4d5a);
 
     /* I/O queue pair 1 */
     nvme_queue_init(&n.io, 1, IOSQ_ADDR, IOCQ_ADDR);
