@@ -25,6 +25,17 @@ static uint64_t vfu_dma_pgsize(VfuPciDevice *dev)
     return pgsizes ? pgsizes & -pgsizes : qemu_real_host_page_size();
 }
 
+/* Only guest RAM is ever mapped for the server, never MMIO. */
+static bool vfu_dma_is_guest_ram(MemoryRegion *mr)
+{
+    return memory_region_is_ram(mr) && !memory_region_is_ram_device(mr);
+}
+
+static bool vfu_dma_ram_writable(MemoryRegion *mr)
+{
+    return !mr->readonly && !memory_region_is_rom(mr);
+}
+
 static bool vfu_section_range(VfuPciDevice *dev, MemoryRegionSection *section,
                               uint64_t *iova, uint64_t *size)
 {
@@ -32,8 +43,7 @@ static bool vfu_section_range(VfuPciDevice *dev, MemoryRegionSection *section,
     uint64_t start = section->offset_within_address_space;
     uint64_t end = start + int128_get64(section->size);
 
-    if (!memory_region_is_ram(section->mr) ||
-        memory_region_is_ram_device(section->mr)) {
+    if (!vfu_dma_is_guest_ram(section->mr)) {
         return false;
     }
     start = ROUND_UP(start, pg);
@@ -178,8 +188,7 @@ static void vfu_dma_iommu_map(VfuPciDevice *dev, IOMMUTLBEntry *entry,
                                      &xlat, &len, entry->perm & IOMMU_WO,
                                      MEMTXATTRS_UNSPECIFIED);
     }
-    /* only guest RAM, as without a vIOMMU: never let DMA reach MMIO */
-    if (!memory_region_is_ram(mr) || memory_region_is_ram_device(mr)) {
+    if (!vfu_dma_is_guest_ram(mr)) {
         trace_vfio_user_pci_iommu_skip(iova, size, "not RAM");
         return;
     }
@@ -190,8 +199,7 @@ static void vfu_dma_iommu_map(VfuPciDevice *dev, IOMMUTLBEntry *entry,
     if (entry->perm & IOMMU_RO) {
         m.flags |= VFU_DMA_MAP_F_READ;
     }
-    if ((entry->perm & IOMMU_WO) && !mr->readonly &&
-        !memory_region_is_rom(mr)) {
+    if ((entry->perm & IOMMU_WO) && vfu_dma_ram_writable(mr)) {
         m.flags |= VFU_DMA_MAP_F_WRITE;
     }
     if (!m.flags) {
@@ -298,7 +306,7 @@ static void vfu_dma_region_add(MemoryListener *listener,
         return;
     }
     m.flags = VFU_DMA_MAP_F_READ;
-    if (!mr->readonly && !memory_region_is_rom(mr)) {
+    if (vfu_dma_ram_writable(mr)) {
         m.flags |= VFU_DMA_MAP_F_WRITE;
     }
     fd = vfu_dma_ram_fd(dev, mr, memory_region_get_ram_ptr(mr) +
@@ -318,17 +326,8 @@ static void vfu_dma_region_del(MemoryListener *listener,
         vfu_dma_iommu_del(dev, section);
         return;
     }
-    if (!vfu_section_range(dev, section, &iova, &size)) {
-        return;
-    }
-    for (guint i = 0; i < dev->mappings->len;) {
-        VfuDmaMapping *m = &g_array_index(dev->mappings, VfuDmaMapping, i);
-
-        if (m->iova >= iova && m->iova + m->size <= iova + size) {
-            vfu_dma_unmap_one(dev, i);
-        } else {
-            i++;
-        }
+    if (vfu_section_range(dev, section, &iova, &size)) {
+        vfu_dma_unmap_overlap(dev, iova, iova + size - 1);
     }
 }
 

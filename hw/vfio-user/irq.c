@@ -100,7 +100,6 @@ static bool vfu_intx_enable(VfuPciDevice *dev, Error **errp)
         }
         dev->intx.dev = dev;
         dev->intx.active = true;
-        event_notifier_set_handler(&dev->intx.trigger, NULL);
         qemu_set_fd_handler(event_notifier_get_fd(&dev->intx.trigger),
                             vfu_intx_handler, NULL, dev);
     }
@@ -209,7 +208,6 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
         }
         v->dev = dev;
         v->vector = i;
-        v->active = true;
         dev->nr_vectors = i + 1;
         fds[i] = event_notifier_get_fd(&v->trigger);
         qemu_set_fd_handler(fds[i], vfu_vector_handler, NULL, v);

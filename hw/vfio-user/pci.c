@@ -227,20 +227,15 @@ static const MemoryRegionOps vfu_pci_bar_ops = {
 
 /* Config space */
 
-static bool access_emulated(VfuPciDevice *dev, uint32_t addr, int len,
-                            bool *all)
+/* Does QEMU itself own every byte of this config access? */
+static bool all_emulated(VfuPciDevice *dev, uint32_t addr, int len)
 {
-    bool any = false;
-
-    *all = true;
     for (int i = 0; i < len; i++) {
-        if (dev->emulated[addr + i]) {
-            any = true;
-        } else {
-            *all = false;
+        if (!dev->emulated[addr + i]) {
+            return false;
         }
     }
-    return any;
+    return true;
 }
 
 static uint32_t vfu_pci_read_config(PCIDevice *pdev, uint32_t addr, int len)
@@ -250,13 +245,11 @@ static uint32_t vfu_pci_read_config(PCIDevice *pdev, uint32_t addr, int len)
     uint8_t buf[4];
     uint32_t val = 0;
     Error *err = NULL;
-    bool all;
 
     if (addr + len > PCI_CONFIG_SPACE_SIZE) {
         return emu;
     }
-    access_emulated(dev, addr, len, &all);
-    if (all) {
+    if (all_emulated(dev, addr, len)) {
         return emu;
     }
     if (vfu_pci_region_read(dev, VFU_PCI_CONFIG_REGION, addr, buf, len,

@@ -35,7 +35,7 @@ typedef struct VfuIrqVector {
     VfuPciDevice *dev;
     EventNotifier trigger;
     unsigned vector;
-    bool active;
+    bool active;            /* INTx only: the eventfd exists */
 } VfuIrqVector;
 
 struct VfuPciDevice {

@@ -40,7 +40,11 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
 #define VFU_SERVER_MAX_FDS      8
 #define VFU_SERVER_MAX_MAPS     1024
 #define VFU_SERVER_PGSIZE       4096
-/* Client requests served inside a DMA round trip, nested */
+/*
+ * Requests arriving during a DMA round trip are deferred (see
+ * vfu_server_deferred), so nesting needs a nested event loop that runs
+ * the deferred-request bottom half inside a device access; bound it.
+ */
 #define VFU_SERVER_MAX_DEPTH    4
 /* Messages handled per wake-up, so one client cannot starve the loop */
 #define VFU_SERVER_BATCH        64
