@@ -5,6 +5,11 @@
  * own MSI/MSI-X emulation, which applies masking and the vector's current
  * address/data, so a guest re-programming a vector needs no message.
  *
+ * With KVM's in-kernel irqchip, an unmasked MSI/MSI-X vector's eventfd is
+ * handed to KVM as an irqfd instead: the interrupt reaches the guest
+ * without waking QEMU.  A masked vector goes back to the handler, which
+ * records it as pending.  INTx always takes the handler path.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
@@ -15,7 +20,11 @@
 #include "hw/pci/msi.h"
 #include "hw/pci/msix.h"
 #include "hw/vfio-user/pci.h"
+#include "sysemu/kvm.h"
 #include "trace.h"
+
+/* MSI capability with 64-bit address and per-vector masking */
+#define VFU_MSI_CAP_MAX 24
 
 static int vfu_set_irqs(VfuPciDevice *dev, uint32_t index, uint32_t flags,
                         uint32_t start, uint32_t count, const int *fds,
@@ -151,11 +160,138 @@ static void vfu_vector_handler(void *opaque)
     }
 }
 
-static void vfu_vectors_release(VfuPciDevice *dev)
+
+/* Route @v's eventfd to KVM (when possible); the handler otherwise. */
+static void vfu_vector_to_kvm(VfuPciDevice *dev, VfuIrqVector *v)
 {
+    int fd = event_notifier_get_fd(&v->trigger);
+
+    if (v->irqfd) {
+        return;
+    }
+    if (v->virq < 0) {
+        KVMRouteChange c = kvm_irqchip_begin_route_changes(kvm_state);
+        int virq = kvm_irqchip_add_msi_route(&c, v->vector, PCI_DEVICE(dev));
+
+        if (virq < 0) {
+            trace_vfio_user_pci_irqfd_fail(v->vector, virq);
+            return;
+        }
+        kvm_irqchip_commit_route_changes(&c);
+        v->virq = virq;
+    }
+    /* KVM checks for a signal that is already pending when it attaches */
+    qemu_set_fd_handler(fd, NULL, NULL, NULL);
+    if (kvm_irqchip_add_irqfd_notifier_gsi(kvm_state, &v->trigger, NULL,
+                                           v->virq) < 0) {
+        trace_vfio_user_pci_irqfd_fail(v->vector, v->virq);
+        qemu_set_fd_handler(fd, vfu_vector_handler, NULL, v);
+        return;
+    }
+    v->irqfd = true;
+    trace_vfio_user_pci_irqfd(v->vector, v->virq, true);
+}
+
+/* Back to the handler; keep the route for a quick unmask unless @drop. */
+static void vfu_vector_from_kvm(VfuIrqVector *v, bool drop)
+{
+    if (v->irqfd) {
+        kvm_irqchip_remove_irqfd_notifier_gsi(kvm_state, &v->trigger, v->virq);
+        v->irqfd = false;
+        /* a signal KVM did not consume yet is seen by the handler */
+        qemu_set_fd_handler(event_notifier_get_fd(&v->trigger),
+                            vfu_vector_handler, NULL, v);
+        trace_vfio_user_pci_irqfd(v->vector, v->virq, false);
+    }
+    if (drop && v->virq >= 0) {
+        kvm_irqchip_release_virq(kvm_state, v->virq);
+        v->virq = -1;
+    }
+}
+
+static int vfu_msix_vector_use(PCIDevice *pdev, unsigned int vector,
+                               MSIMessage msg)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+    VfuIrqVector *v;
+
+    if (vector >= dev->nr_vectors) {
+        return 0;
+    }
+    v = &dev->vectors[vector];
+    /* the guest may have re-programmed the vector while it was masked */
+    if (v->virq >= 0 &&
+        kvm_irqchip_update_msi_route(kvm_state, v->virq, msg, pdev) == 0) {
+        kvm_irqchip_commit_routes(kvm_state);
+    }
+    vfu_vector_to_kvm(dev, v);
+    return 0;
+}
+
+static void vfu_msix_vector_release(PCIDevice *pdev, unsigned int vector)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+
+    if (vector < dev->nr_vectors) {
+        vfu_vector_from_kvm(&dev->vectors[vector], false);
+    }
+}
+
+/* A guest reading the PBA must see signals no handler has run for yet. */
+static void vfu_msix_vector_poll(PCIDevice *pdev, unsigned int start,
+                                 unsigned int end)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(pdev);
+
+    for (unsigned i = start; i < MIN(end, dev->nr_vectors); i++) {
+        VfuIrqVector *v = &dev->vectors[i];
+
+        if (msix_is_masked(pdev, i) &&
+            event_notifier_test_and_clear(&v->trigger)) {
+            msix_set_pending(pdev, i);
+        }
+    }
+}
+
+/* MSI without per-vector masking: every vector goes to KVM. */
+static bool vfu_msi_irqfd_ok(VfuPciDevice *dev)
+{
+    uint16_t flags = pci_get_word(PCI_DEVICE(dev)->config + dev->msi_cap +
+                                  PCI_MSI_FLAGS);
+
+    return kvm_msi_via_irqfd_enabled() && !(flags & PCI_MSI_FLAGS_MASKBIT);
+}
+
+/* The guest moved an enabled MSI (Linux does for affinity changes). */
+static void vfu_msi_update_routes(VfuPciDevice *dev)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+    bool changed = false;
+
     for (unsigned i = 0; i < dev->nr_vectors; i++) {
         VfuIrqVector *v = &dev->vectors[i];
 
+        if (v->virq >= 0 &&
+            kvm_irqchip_update_msi_route(kvm_state, v->virq,
+                                         msi_get_message(pdev, i), pdev) == 0) {
+            changed = true;
+        }
+    }
+    if (changed) {
+        kvm_irqchip_commit_routes(kvm_state);
+    }
+}
+
+static void vfu_vectors_release(VfuPciDevice *dev)
+{
+    if (dev->msix_notifiers) {
+        msix_unset_vector_notifiers(PCI_DEVICE(dev));
+        dev->msix_notifiers = false;
+    }
+    for (unsigned i = 0; i < dev->nr_vectors; i++) {
+        VfuIrqVector *v = &dev->vectors[i];
+
+        vfu_vector_from_kvm(v, true);
         qemu_set_fd_handler(event_notifier_get_fd(&v->trigger), NULL, NULL,
                             NULL);
         event_notifier_cleanup(&v->trigger);
@@ -208,6 +344,7 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
         }
         v->dev = dev;
         v->vector = i;
+        v->virq = -1;
         dev->nr_vectors = i + 1;
         fds[i] = event_notifier_get_fd(&v->trigger);
         qemu_set_fd_handler(fds[i], vfu_vector_handler, NULL, v);
@@ -217,6 +354,17 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
         }
     }
     dev->irq_mode = mode;
+    if (mode == VFU_PCI_MSIX_IRQ && kvm_msi_via_irqfd_enabled()) {
+        /* calls vfu_msix_vector_use() for each vector already unmasked */
+        msix_set_vector_notifiers(PCI_DEVICE(dev), vfu_msix_vector_use,
+                                  vfu_msix_vector_release,
+                                  vfu_msix_vector_poll);
+        dev->msix_notifiers = true;
+    } else if (mode == VFU_PCI_MSI_IRQ && vfu_msi_irqfd_ok(dev)) {
+        for (unsigned i = 0; i < nvec; i++) {
+            vfu_vector_to_kvm(dev, &dev->vectors[i]);
+        }
+    }
     if (vfu_set_irqs(dev, mode,
                      VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
                      0, nvec, fds, errp)) {
@@ -225,15 +373,22 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
     return true;
 }
 
-void vfu_pci_irq_config_changed(VfuPciDevice *dev, bool was_msi,
-                                bool was_msix)
+void vfu_pci_irq_config_changed(VfuPciDevice *dev, uint32_t addr, int len,
+                                bool was_msi, bool was_msix)
 {
     PCIDevice *pdev = PCI_DEVICE(dev);
     bool now_msi = msi_enabled(pdev), now_msix = msix_enabled(pdev);
     Error *err = NULL;
     bool ok = true;
 
-    if (dev->dead || (now_msi == was_msi && now_msix == was_msix)) {
+    if (dev->dead) {
+        return;
+    }
+    if (now_msi && was_msi && dev->irq_mode == VFU_PCI_MSI_IRQ &&
+        ranges_overlap(addr, len, dev->msi_cap, VFU_MSI_CAP_MAX)) {
+        vfu_msi_update_routes(dev);
+    }
+    if (now_msi == was_msi && now_msix == was_msix) {
         return;
     }
     if (now_msix && !was_msix) {

@@ -294,7 +294,7 @@ static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
         }
     }
     pci_default_write_config(pdev, addr, val, len);
-    vfu_pci_irq_config_changed(dev, was_msi, was_msix);
+    vfu_pci_irq_config_changed(dev, addr, len, was_msi, was_msix);
 }
 
 /* Realize */

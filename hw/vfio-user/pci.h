@@ -36,6 +36,8 @@ typedef struct VfuIrqVector {
     EventNotifier trigger;
     unsigned vector;
     bool active;            /* INTx only: the eventfd exists */
+    int virq;               /* KVM MSI route, or -1 */
+    bool irqfd;             /* KVM consumes the eventfd, no handler */
 } VfuIrqVector;
 
 struct VfuPciDevice {
@@ -67,6 +69,7 @@ struct VfuPciDevice {
     bool intx_pending;
     VfuIrqVector *vectors;  /* MSI or MSI-X */
     unsigned nr_vectors;
+    bool msix_notifiers;    /* KVM irqfds follow MSI-X vector masking */
 
     /* DMA */
     MemoryListener listener;
@@ -88,8 +91,8 @@ int vfu_pci_call(VfuPciDevice *dev, uint16_t cmd, void *payload, size_t len,
 bool vfu_pci_irq_realize(VfuPciDevice *dev, Error **errp);
 void vfu_pci_irq_exit(VfuPciDevice *dev);
 void vfu_pci_irq_reset(VfuPciDevice *dev);
-void vfu_pci_irq_config_changed(VfuPciDevice *dev, bool was_msi,
-                                bool was_msix);
+void vfu_pci_irq_config_changed(VfuPciDevice *dev, uint32_t addr, int len,
+                                bool was_msi, bool was_msix);
 void vfu_pci_intx_eoi(VfuPciDevice *dev);
 
 /* dma.c */
