@@ -822,3 +822,79 @@ bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
     /* twin_socket, migration and unknown capabilities: ignored */
     return true;
 }
+
+int vfu_region_info_mmap_areas(const VfuRegionInfo *info, size_t len,
+                               VfuSparseMmapArea *areas, Error **errp)
+{
+    const uint8_t *p = (const uint8_t *)info;
+    uint32_t off = info->cap_offset;
+    const VfuCapSparseMmap *sparse = NULL;
+    unsigned n = 0;
+
+    if (len < sizeof(*info)) {
+        error_setg(errp, "region info of %zu bytes is too short", len);
+        return -1;
+    }
+    if (!(info->flags & VFU_REGION_F_MMAP) || !info->size) {
+        return 0;
+    }
+    if (!(info->flags & VFU_REGION_F_CAPS)) {
+        off = 0;
+    }
+    /* each capability must come after the previous one: no loops */
+    while (off) {
+        const VfuCapHeader *h = (const VfuCapHeader *)(p + off);
+
+        if (off < sizeof(*info) || off > len || len - off < sizeof(*h)) {
+            error_setg(errp, "region %u: capability at %u outside the "
+                       "%zu-byte reply", info->index, off, len);
+            return -1;
+        }
+        if (h->id == VFU_REGION_CAP_SPARSE_MMAP) {
+            const VfuCapSparseMmap *c = (const VfuCapSparseMmap *)h;
+
+            if (sparse) {
+                error_setg(errp, "region %u: two sparse mmap capabilities",
+                           info->index);
+                return -1;
+            }
+            if (len - off < sizeof(*c) ||
+                c->nr_areas > VFU_MAX_MMAP_AREAS ||
+                (len - off - sizeof(*c)) / sizeof(c->areas[0]) < c->nr_areas) {
+                error_setg(errp, "region %u: sparse mmap capability with %u "
+                           "areas does not fit in the reply", info->index,
+                           len - off < sizeof(*c) ? 0 : c->nr_areas);
+                return -1;
+            }
+            sparse = c;
+        }
+        if (h->next && h->next <= off) {
+            error_setg(errp, "region %u: capability at %u points back to %u",
+                       info->index, off, h->next);
+            return -1;
+        }
+        off = h->next;
+    }
+
+    if (!sparse) {
+        areas[0].offset = 0;
+        areas[0].size = info->size;
+        return 1;
+    }
+    for (uint32_t i = 0; i < sparse->nr_areas; i++) {
+        VfuSparseMmapArea a;
+
+        memcpy(&a, &sparse->areas[i], sizeof(a));
+        if (!a.size) {
+            continue;
+        }
+        if (a.offset > info->size || a.size > info->size - a.offset) {
+            error_setg(errp, "region %u: mmap area 0x%" PRIx64 "+0x%" PRIx64
+                       " outside its 0x%" PRIx64 " bytes", info->index,
+                       a.offset, a.size, info->size);
+            return -1;
+        }
+        areas[n++] = a;
+    }
+    return n;
+}

@@ -349,10 +349,16 @@ static bool vfu_pci_get_device_info(VfuPciDevice *dev, Error **errp)
     return true;
 }
 
+/*
+ * Region info; the reply (with its capabilities and fd) goes to @reply_out
+ * when the caller wants it.
+ */
 static bool vfu_pci_get_region_info(VfuPciDevice *dev, uint32_t index,
-                                    VfuRegionInfo *info, Error **errp)
+                                    VfuRegionInfo *info, VfuMsg **reply_out,
+                                    Error **errp)
 {
-    VfuRegionInfo req = { .argsz = sizeof(req), .index = index };
+    /* room for capabilities, so that one request is enough */
+    VfuRegionInfo req = { .argsz = VFU_REGION_INFO_MAX, .index = index };
     g_autoptr(VfuMsg) reply = NULL;
 
     if (vfu_pci_call(dev, VFU_CMD_DEVICE_GET_REGION_INFO, &req, sizeof(req),
@@ -367,7 +373,9 @@ static bool vfu_pci_get_region_info(VfuPciDevice *dev, uint32_t index,
     }
     trace_vfio_user_pci_region_info(dev_name(dev), index, info->flags,
                                     info->size);
-    /* mmap'able areas come with the performance work; fds are closed */
+    if (reply_out) {
+        *reply_out = g_steal_pointer(&reply);
+    }
     return true;
 }
 
@@ -414,8 +422,9 @@ static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
         uint8_t attr;
         bool is64 = false;
         g_autofree char *name = NULL;
+        g_autoptr(VfuMsg) reply = NULL;
 
-        if (!vfu_pci_get_region_info(dev, i, &info, errp)) {
+        if (!vfu_pci_get_region_info(dev, i, &info, &reply, errp)) {
             return false;
         }
         if (!info.size) {
@@ -462,6 +471,11 @@ static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
         name = g_strdup_printf("vfio-user-bar%d", i);
         memory_region_init_io(&bar->mr, OBJECT(dev), &vfu_pci_bar_ops, bar,
                               name, bar->size);
+        /* I/O space takes no mapping */
+        if (!(attr & PCI_BASE_ADDRESS_SPACE_IO)) {
+            vfu_pci_bar_mmap(dev, bar, (VfuRegionInfo *)reply->payload,
+                             reply->len, reply->nfds ? reply->fds[0] : -1);
+        }
         pci_register_bar(pdev, i, attr, &bar->mr);
         bar->registered = true;
         if (is64) {
@@ -473,7 +487,8 @@ static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
         VfuPciBar *bar = &dev->bars[PCI_ROM_SLOT];
         VfuRegionInfo info;
 
-        if (!vfu_pci_get_region_info(dev, VFU_PCI_ROM_REGION, &info, errp)) {
+        if (!vfu_pci_get_region_info(dev, VFU_PCI_ROM_REGION, &info, NULL,
+                                     errp)) {
             return false;
         }
         if (info.size && (info.flags & VFU_REGION_F_READ)) {
@@ -676,7 +691,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
     if (!vfu_pci_connect(dev, errp) ||
         !vfu_pci_get_device_info(dev, errp) ||
         !vfu_pci_get_region_info(dev, VFU_PCI_CONFIG_REGION,
-                                 &dev->config_region, errp)) {
+                                 &dev->config_region, NULL, errp)) {
         goto fail;
     }
     /* some servers leave the config region's access flags clear */
@@ -743,6 +758,9 @@ static void vfu_pci_exit(PCIDevice *pdev)
     }
     vfu_pci_dma_exit(dev);
     vfu_pci_irq_exit(dev);
+    for (int i = 0; i < PCI_NUM_REGIONS; i++) {
+        vfu_pci_bar_unmap(&dev->bars[i]);
+    }
     if (dev->msix_cap) {
         msix_uninit(pdev, &dev->bars[dev->msix_table_bar].mr,
                     &dev->bars[dev->msix_pba_bar].mr);
@@ -761,6 +779,9 @@ static void vfu_pci_finalize(Object *obj)
 
     if (dev->mappings) {
         g_array_free(dev->mappings, true);
+    }
+    for (int i = 0; i < PCI_NUM_REGIONS; i++) {
+        vfu_pci_bar_mmap_free(&dev->bars[i]);
     }
 }
 
@@ -784,6 +805,7 @@ static void vfu_pci_reset(DeviceState *d)
 static Property vfu_pci_properties[] = {
     DEFINE_PROP_STRING("socket", VfuPciDevice, socket_path),
     DEFINE_PROP_BOOL("secure-dma", VfuPciDevice, secure_dma, false),
+    DEFINE_PROP_BOOL("x-no-mmap", VfuPciDevice, no_mmap, false),
     DEFINE_PROP_UINT32("x-msg-timeout", VfuPciDevice, msg_timeout_ms,
                        VFU_DEFAULT_TIMEOUT_MS),
     DEFINE_PROP_END_OF_LIST(),
@@ -803,6 +825,9 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     object_class_property_set_description(klass, "secure-dma",
         "never pass guest memory fds: every DMA is a DMA_READ/DMA_WRITE "
         "message checked against the device's mappings (default off)");
+    object_class_property_set_description(klass, "x-no-mmap",
+        "serve every BAR access with a message, even where the server "
+        "offers the BAR for mmap (default off)");
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds to wait for a reply from the server before giving up "
         "on it (default 5000)");

@@ -15,12 +15,21 @@
 #define TYPE_VFIO_USER_PCI "vfio-user-pci"
 OBJECT_DECLARE_SIMPLE_TYPE(VfuPciDevice, VFIO_USER_PCI)
 
+/* Part of a BAR mapped from the server's fd (mmap.c) */
+typedef struct VfuMmapArea {
+    MemoryRegion mr;
+    void *ptr;
+    uint64_t size;
+} VfuMmapArea;
+
 typedef struct VfuPciBar {
     VfuPciDevice *dev;
     MemoryRegion mr;
     uint32_t index;
     uint64_t size;
     bool registered;
+    VfuMmapArea *mmaps;
+    unsigned nr_mmaps;
 } VfuPciBar;
 
 /* One DMA_MAP we sent: the server may access [iova, iova + size). */
@@ -46,6 +55,7 @@ struct VfuPciDevice {
     /* properties */
     char *socket_path;
     bool secure_dma;
+    bool no_mmap;
     uint32_t msg_timeout_ms;
 
     VfuConn *conn;
@@ -94,6 +104,12 @@ void vfu_pci_irq_reset(VfuPciDevice *dev);
 void vfu_pci_irq_config_changed(VfuPciDevice *dev, uint32_t addr, int len,
                                 bool was_msi, bool was_msix);
 void vfu_pci_intx_eoi(VfuPciDevice *dev);
+
+/* mmap.c */
+void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
+                      const VfuRegionInfo *info, size_t len, int fd);
+void vfu_pci_bar_unmap(VfuPciBar *bar);
+void vfu_pci_bar_mmap_free(VfuPciBar *bar);
 
 /* dma.c */
 void vfu_pci_dma_realize(VfuPciDevice *dev);

@@ -866,6 +866,152 @@ static void test_negotiate_server_rejects(void)
     pair_finish(&p);
 }
 
+/* ---- region info: mmap areas ------------------------------------------------ */
+
+typedef struct SparseReply {
+    VfuRegionInfo info;
+    VfuCapSparseMmap cap;
+    VfuSparseMmapArea areas[4];
+} QEMU_PACKED SparseReply;
+
+static void sparse_reply_init(SparseReply *r, uint32_t nr_areas)
+{
+    memset(r, 0, sizeof(*r));
+    r->info.argsz = sizeof(*r);
+    r->info.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE |
+                    VFU_REGION_F_MMAP | VFU_REGION_F_CAPS;
+    r->info.index = 2;
+    r->info.cap_offset = sizeof(VfuRegionInfo);
+    r->info.size = 0x4000;
+    r->cap.header.id = VFU_REGION_CAP_SPARSE_MMAP;
+    r->cap.header.version = 1;
+    r->cap.nr_areas = nr_areas;
+    r->areas[0].offset = 0;
+    r->areas[0].size = 0x1000;
+    r->areas[1].offset = 0x3000;
+    r->areas[1].size = 0x1000;
+}
+
+static void test_mmap_areas_good(void)
+{
+    VfuSparseMmapArea areas[VFU_MAX_MMAP_AREAS];
+    SparseReply r;
+
+    /* no MMAP flag: nothing to map */
+    sparse_reply_init(&r, 2);
+    r.info.flags &= ~VFU_REGION_F_MMAP;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               &error_abort), ==, 0);
+    /* MMAP without capabilities: the whole region */
+    sparse_reply_init(&r, 2);
+    r.info.flags &= ~VFU_REGION_F_CAPS;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r.info), areas,
+                                               &error_abort), ==, 1);
+    g_assert_cmphex(areas[0].offset, ==, 0);
+    g_assert_cmphex(areas[0].size, ==, 0x4000);
+    /* sparse: the listed areas, empty ones dropped */
+    sparse_reply_init(&r, 3);
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               &error_abort), ==, 2);
+    g_assert_cmphex(areas[1].offset, ==, 0x3000);
+    g_assert_cmphex(areas[1].size, ==, 0x1000);
+    /* an unknown capability before the sparse one is skipped */
+    {
+        struct QEMU_PACKED {
+            VfuRegionInfo info;
+            VfuCapType type;
+            VfuCapSparseMmap cap;
+            VfuSparseMmapArea area;
+        } t = {
+            .info = {
+                .argsz = sizeof(t), .index = 1, .size = 0x2000,
+                .flags = VFU_REGION_F_MMAP | VFU_REGION_F_CAPS,
+                .cap_offset = sizeof(VfuRegionInfo),
+            },
+            .type = { .header = { .id = 0x77, .version = 1,
+                                  .next = sizeof(VfuRegionInfo) +
+                                          sizeof(VfuCapType) } },
+            .cap = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
+                                 .version = 1 }, .nr_areas = 1 },
+            .area = { .offset = 0x1000, .size = 0x1000 },
+        };
+        g_assert_cmpint(vfu_region_info_mmap_areas(&t.info, sizeof(t), areas,
+                                                   &error_abort), ==, 1);
+        g_assert_cmphex(areas[0].offset, ==, 0x1000);
+    }
+}
+
+static void test_mmap_areas_bad(void)
+{
+    VfuSparseMmapArea areas[VFU_MAX_MMAP_AREAS];
+    SparseReply r;
+    size_t len;
+
+    /* reply shorter than the info */
+    sparse_reply_init(&r, 2);
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r.info) - 1,
+                                               areas, NULL), ==, -1);
+    /* capability offset inside the info, past the end, header cut off */
+    for (int i = 0; i < 3; i++) {
+        static const uint32_t offs[] = { 4, sizeof(SparseReply) + 8,
+                                         sizeof(SparseReply) - 4 };
+        sparse_reply_init(&r, 2);
+        r.info.cap_offset = offs[i];
+        g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                                   NULL), ==, -1);
+    }
+    /* a capability pointing to itself (a loop) */
+    sparse_reply_init(&r, 2);
+    r.cap.header.next = sizeof(VfuRegionInfo);
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
+    /* two sparse capabilities */
+    {
+        struct QEMU_PACKED {
+            VfuRegionInfo info;
+            VfuCapSparseMmap cap1;
+            VfuCapSparseMmap cap2;
+        } t = {
+            .info = {
+                .argsz = sizeof(t), .index = 1, .size = 0x2000,
+                .flags = VFU_REGION_F_MMAP | VFU_REGION_F_CAPS,
+                .cap_offset = sizeof(VfuRegionInfo),
+            },
+            .cap1 = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
+                                  .version = 1,
+                                  .next = sizeof(VfuRegionInfo) +
+                                          sizeof(VfuCapSparseMmap) } },
+            .cap2 = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
+                                  .version = 1 } },
+        };
+        g_assert_cmpint(vfu_region_info_mmap_areas(&t.info, sizeof(t), areas,
+                                                   NULL), ==, -1);
+    }
+    /* more areas than the reply holds, and a huge count */
+    sparse_reply_init(&r, 5);
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
+    sparse_reply_init(&r, 0xffffffff);
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
+    /* the areas must fit exactly: one area cut by the reply's length */
+    sparse_reply_init(&r, 2);
+    len = sizeof(VfuRegionInfo) + sizeof(VfuCapSparseMmap) +
+          sizeof(VfuSparseMmapArea) + 8;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, len, areas, NULL),
+                    ==, -1);
+    /* an area past the region's end, and one whose end overflows */
+    sparse_reply_init(&r, 2);
+    r.areas[1].offset = 0x3800;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
+    sparse_reply_init(&r, 2);
+    r.areas[1].offset = 0x1000;
+    r.areas[1].size = UINT64_MAX - 0x800;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
+}
+
 int main(int argc, char **argv)
 {
     g_autoptr(GPtrArray) rts = NULL;
@@ -905,6 +1051,10 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/codec/fds/on-fdless-command",
                     test_fds_on_fdless_command);
     g_test_add_func("/vfio-user/codec/fds/too-many", test_too_many_fds);
+    g_test_add_func("/vfio-user/codec/region-info/mmap-areas",
+                    test_mmap_areas_good);
+    g_test_add_func("/vfio-user/codec/region-info/mmap-areas-bad",
+                    test_mmap_areas_bad);
     g_test_add_func("/vfio-user/conn/call/stray-reply", test_call_stray_reply);
     g_test_add_func("/vfio-user/conn/call/error-reply", test_call_error_reply);
     g_test_add_func("/vfio-user/conn/call/timeout", test_call_timeout);

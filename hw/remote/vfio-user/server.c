@@ -26,6 +26,7 @@
 #include "hw/qdev-core.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_host.h"
+#include "sysemu/hostmem.h"
 #include "hw/vfio-user/conn.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
@@ -239,13 +240,75 @@ static int vfu_handle_get_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
     return vfu_conn_reply(conn, msg, &info, sizeof(info), NULL, 0, errp);
 }
 
+/* What a client may mmap of one BAR; see vfu_bar_mmap_areas(). */
+typedef struct VfuMmapScan {
+    VfuSparseMmapArea areas[VFU_MAX_MMAP_AREAS];
+    int n;
+    int fd;
+    uint64_t base;          /* file offset of BAR offset 0 */
+} VfuMmapScan;
+
+static bool vfu_mmap_scan_range(Int128 start, Int128 len,
+                                const MemoryRegion *cmr, hwaddr offset,
+                                void *opaque)
+{
+    VfuMmapScan *scan = opaque;
+    MemoryRegion *mr = (MemoryRegion *)cmr;
+    uint64_t page = qemu_real_host_page_size();
+    uint64_t bar_off = int128_get64(start), size = int128_get64(len);
+    int fd;
+
+    /*
+     * Only RAM of a memory backend: its fd maps the whole block from file
+     * offset 0, so @offset is also the offset in the file.
+     */
+    if (!memory_region_is_ram(mr) || memory_region_is_ram_device(mr) ||
+        mr->readonly) {
+        return false;
+    }
+    fd = memory_region_get_fd(mr);
+    if (fd < 0 ||
+        !object_dynamic_cast(memory_region_owner(mr), TYPE_MEMORY_BACKEND) ||
+        !QEMU_IS_ALIGNED(bar_off | size | offset, page) ||
+        offset < bar_off || scan->n == VFU_MAX_MMAP_AREAS) {
+        return false;
+    }
+    /* one fd and one base offset per region */
+    if (scan->n && (fd != scan->fd || offset - bar_off != scan->base)) {
+        return false;
+    }
+    scan->fd = fd;
+    scan->base = offset - bar_off;
+    scan->areas[scan->n].offset = bar_off;
+    scan->areas[scan->n].size = size;
+    scan->n++;
+    return false;
+}
+
+static void vfu_bar_mmap_areas(VfuServer *s, uint32_t index, VfuMmapScan *scan)
+{
+    scan->n = 0;
+    scan->fd = -1;
+    if (index >= VFU_NUM_BARS || index == VFU_PCI_ROM_REGION ||
+        !s->bars->size[index] || s->bars->io[index]) {
+        return;
+    }
+    WITH_RCU_READ_LOCK_GUARD() {
+        flatview_for_each_range(address_space_to_flatview(&s->bars->as[index]),
+                                vfu_mmap_scan_range, scan);
+    }
+}
+
 static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
                                   Error **errp)
 {
     VfuRegionInfo *req = (VfuRegionInfo *)msg->payload;
-    VfuRegionInfo info = { .argsz = sizeof(info) };
+    g_autofree VfuRegionInfo *info = NULL;
+    VfuCapSparseMmap *cap;
+    VfuMmapScan scan;
+    size_t len;
 
-    if (req->argsz < sizeof(info)) {
+    if (req->argsz < sizeof(*info)) {
         error_setg(errp, "DEVICE_GET_REGION_INFO: argsz %u too small",
                    req->argsz);
         return -EINVAL;
@@ -254,17 +317,37 @@ static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
         error_setg(errp, "DEVICE_GET_REGION_INFO: bad index %u", req->index);
         return -EINVAL;
     }
-    info.index = req->index;
-    info.size = vfu_region_size(s, req->index);
-    if (info.size) {
-        info.flags = VFU_REGION_F_READ;
+    vfu_bar_mmap_areas(s, req->index, &scan);
+    len = sizeof(*info) +
+          (scan.n ? sizeof(*cap) + scan.n * sizeof(cap->areas[0]) : 0);
+    info = g_malloc0(len);
+    info->argsz = len;
+    info->index = req->index;
+    info->size = vfu_region_size(s, req->index);
+    if (info->size) {
+        info->flags = VFU_REGION_F_READ;
         if (req->index != VFU_PCI_ROM_REGION) {
-            info.flags |= VFU_REGION_F_WRITE;
+            info->flags |= VFU_REGION_F_WRITE;
         }
     }
-    trace_vfio_user_srv_region_info(vfu_server_id(s), info.index, info.size,
-                                    info.flags);
-    return vfu_conn_reply(conn, msg, &info, sizeof(info), NULL, 0, errp);
+    trace_vfio_user_srv_region_info(vfu_server_id(s), info->index, info->size,
+                                    info->flags, scan.n);
+    if (!scan.n) {
+        return vfu_conn_reply(conn, msg, info, sizeof(*info), NULL, 0, errp);
+    }
+    if (req->argsz < len) {
+        /* like VFIO: say how much room the client must offer */
+        return vfu_conn_reply(conn, msg, info, sizeof(*info), NULL, 0, errp);
+    }
+    info->flags |= VFU_REGION_F_MMAP | VFU_REGION_F_CAPS;
+    info->cap_offset = sizeof(*info);
+    info->offset = scan.base;
+    cap = (VfuCapSparseMmap *)(info + 1);
+    cap->header.id = VFU_REGION_CAP_SPARSE_MMAP;
+    cap->header.version = 1;
+    cap->nr_areas = scan.n;
+    memcpy(cap->areas, scan.areas, scan.n * sizeof(cap->areas[0]));
+    return vfu_conn_reply(conn, msg, info, len, &scan.fd, 1, errp);
 }
 
 static int vfu_handle_region_io_fds(VfuServer *s, VfuConn *conn, VfuMsg *msg,

@@ -18,6 +18,10 @@
 #define VFU_MAX_XFER_SIZE       (1024 * 1024)
 #define VFU_MIN_XFER_SIZE       512
 #define VFU_MAX_JSON_SIZE       4096
+/* Region info with capabilities: reply size we ask for and accept */
+#define VFU_REGION_INFO_MAX     4096
+/* Sparse mmap areas we accept in one region */
+#define VFU_MAX_MMAP_AREAS      64
 /* Largest non-data payload: a maximal REGION_WRITE_MULTI */
 #define VFU_MAX_CTRL_PAYLOAD    (sizeof(VfuWriteMulti) + \
                                  VFU_WRITE_MULTI_MAX * sizeof(VfuWriteMultiEntry))
@@ -89,5 +93,16 @@ void *vfu_version_encode(uint16_t major, uint16_t minor,
                          const VfuLimits *caps, size_t *len);
 bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
                        uint16_t *minor, VfuLimits *caps, Error **errp);
+
+/*
+ * The areas of a decoded DEVICE_GET_REGION_INFO reply (@info with @len
+ * bytes of payload) that may be mmap'ed: none without the MMAP flag, the
+ * sparse mmap capability's areas when there is one, else the whole region.
+ * Fails on a malformed capability chain or an area outside the region.
+ * Returns the number of areas written to @areas (at most
+ * VFU_MAX_MMAP_AREAS), or -1.
+ */
+int vfu_region_info_mmap_areas(const VfuRegionInfo *info, size_t len,
+                               VfuSparseMmapArea *areas, Error **errp);
 
 #endif /* HW_VFIO_USER_MESSAGE_H */
