@@ -205,6 +205,7 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
         }
         error_free(err);
     }
+    vfu_pci_ioeventfds_note_write(dev, bar);
     /* after the write: it may be the ack that lowers the line */
     if (dev->intx_pending) {
         vfu_pci_intx_eoi(dev);
@@ -734,6 +735,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
         goto fail;
     }
     vfu_pci_dma_realize(dev);
+    vfu_pci_ioeventfds_realize(dev);
     if (dev->dead) {
         error_setg(errp, "the server closed the connection");
         goto fail;
@@ -758,6 +760,7 @@ static void vfu_pci_exit(PCIDevice *pdev)
     }
     vfu_pci_dma_exit(dev);
     vfu_pci_irq_exit(dev);
+    vfu_pci_ioeventfds_exit(dev);
     for (int i = 0; i < PCI_NUM_REGIONS; i++) {
         vfu_pci_bar_unmap(&dev->bars[i]);
     }
@@ -806,6 +809,7 @@ static Property vfu_pci_properties[] = {
     DEFINE_PROP_STRING("socket", VfuPciDevice, socket_path),
     DEFINE_PROP_BOOL("secure-dma", VfuPciDevice, secure_dma, false),
     DEFINE_PROP_BOOL("x-no-mmap", VfuPciDevice, no_mmap, false),
+    DEFINE_PROP_BOOL("x-no-ioeventfd", VfuPciDevice, no_ioeventfd, false),
     DEFINE_PROP_UINT32("x-msg-timeout", VfuPciDevice, msg_timeout_ms,
                        VFU_DEFAULT_TIMEOUT_MS),
     DEFINE_PROP_END_OF_LIST(),
@@ -828,6 +832,9 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     object_class_property_set_description(klass, "x-no-mmap",
         "serve every BAR access with a message, even where the server "
         "offers the BAR for mmap (default off)");
+    object_class_property_set_description(klass, "x-no-ioeventfd",
+        "send every BAR write as a message, even to doorbells the server "
+        "offers as ioeventfds (default off)");
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds to wait for a reply from the server before giving up "
         "on it (default 5000)");

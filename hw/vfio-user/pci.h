@@ -30,7 +30,12 @@ typedef struct VfuPciBar {
     bool registered;
     VfuMmapArea *mmaps;
     unsigned nr_mmaps;
+    /* ioeventfd.c: messaged writes since we last asked, when to ask */
+    uint32_t iofds_writes;
+    uint32_t iofds_ask_at;  /* 0: do not ask */
 } VfuPciBar;
+
+typedef struct VfuIoeventfd VfuIoeventfd;
 
 /* One DMA_MAP we sent: the server may access [iova, iova + size). */
 typedef struct VfuDmaMapping {
@@ -56,6 +61,7 @@ struct VfuPciDevice {
     char *socket_path;
     bool secure_dma;
     bool no_mmap;
+    bool no_ioeventfd;
     uint32_t msg_timeout_ms;
 
     VfuConn *conn;
@@ -80,6 +86,8 @@ struct VfuPciDevice {
     VfuIrqVector *vectors;  /* MSI or MSI-X */
     unsigned nr_vectors;
     bool msix_notifiers;    /* KVM irqfds follow MSI-X vector masking */
+
+    GPtrArray *ioeventfds;  /* VfuIoeventfd */
 
     /* DMA */
     MemoryListener listener;
@@ -110,6 +118,11 @@ void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
                       const VfuRegionInfo *info, size_t len, int fd);
 void vfu_pci_bar_unmap(VfuPciBar *bar);
 void vfu_pci_bar_mmap_free(VfuPciBar *bar);
+
+/* ioeventfd.c */
+void vfu_pci_ioeventfds_realize(VfuPciDevice *dev);
+void vfu_pci_ioeventfds_note_write(VfuPciDevice *dev, VfuPciBar *bar);
+void vfu_pci_ioeventfds_exit(VfuPciDevice *dev);
 
 /* dma.c */
 void vfu_pci_dma_realize(VfuPciDevice *dev);

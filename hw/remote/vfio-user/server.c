@@ -51,6 +51,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
 #define VFU_SERVER_BATCH        64
 
 #define VFU_NUM_BARS            (VFU_PCI_ROM_REGION + 1)
+/* Doorbells in one GET_REGION_IO_FDS reply, at most */
+#define VFU_SERVER_MAX_IOFDS    VFU_SERVER_MAX_FDS
 
 /*
  * Private views of the device's BARs and ROM.  A BAR is mapped in no
@@ -83,6 +85,7 @@ struct VfuServer {
     VfuBarWindows *bars;
     VfuIrqs *irqs;
     VfuDmaSpace *dma;
+    VfuIoFds *iofds;
 
     QIOChannelSocket *listener;
     guint listen_tag;
@@ -354,14 +357,38 @@ static int vfu_handle_region_io_fds(VfuServer *s, VfuConn *conn, VfuMsg *msg,
                                     Error **errp)
 {
     VfuRegionIoFds *req = (VfuRegionIoFds *)msg->payload;
-    VfuRegionIoFds reply = { .argsz = sizeof(reply), .index = req->index };
+    struct QEMU_PACKED {
+        VfuRegionIoFds hdr;
+        VfuSubRegionIoFd subs[VFU_SERVER_MAX_IOFDS];
+    } reply = { .hdr = { .index = req->index } };
+    int fds[VFU_SERVER_MAX_IOFDS];
+    unsigned max = MIN(vfu_conn_peer_limits(conn)->max_msg_fds,
+                       VFU_SERVER_MAX_IOFDS);
+    unsigned n = 0;
+    size_t len;
 
+    if (req->argsz < sizeof(reply.hdr)) {
+        error_setg(errp, "DEVICE_GET_REGION_IO_FDS: argsz %u too small",
+                   req->argsz);
+        return -EINVAL;
+    }
     if (req->index >= VFU_PCI_NUM_REGIONS) {
         error_setg(errp, "DEVICE_GET_REGION_IO_FDS: bad index %u", req->index);
         return -EINVAL;
     }
-    /* no ioeventfds: every access comes as a message */
-    return vfu_conn_reply(conn, msg, &reply, sizeof(reply), NULL, 0, errp);
+    if (req->index < VFU_PCI_ROM_REGION) {
+        n = vfu_iofds_get(s->iofds, req->index, reply.subs, fds, max);
+    }
+    len = sizeof(reply.hdr) + n * sizeof(reply.subs[0]);
+    reply.hdr.argsz = len;
+    trace_vfio_user_srv_region_io_fds(vfu_server_id(s), req->index, n);
+    if (req->argsz < len) {
+        /* like VFIO: say how much room the client must offer */
+        return vfu_conn_reply(conn, msg, &reply.hdr, sizeof(reply.hdr), NULL,
+                              0, errp);
+    }
+    reply.hdr.count = n;
+    return vfu_conn_reply(conn, msg, &reply, len, fds, n, errp);
 }
 
 static int vfu_handle_irq_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
@@ -728,11 +755,12 @@ static void vfu_server_deferred(VfuConn *conn, void *opaque)
     qemu_bh_schedule(s->deferred_bh);
 }
 
-static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
-                                     gpointer opaque)
+/*
+ * Serve what the client sent, at most a batch.  Returns false when the
+ * connection is broken and the client must be dropped.
+ */
+static bool vfu_server_serve_pending(VfuServer *s)
 {
-    VfuServer *s = opaque;
-
     vfu_server_serve_deferred(s);
 
     for (int n = 0; n < VFU_SERVER_BATCH; n++) {
@@ -751,7 +779,7 @@ static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
             break;
         }
         if (r == 0) {
-            return G_SOURCE_CONTINUE;
+            return true;
         }
         if (!s->negotiated) {
             /* the first message must be VERSION */
@@ -775,11 +803,30 @@ static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
         }
         vfu_conn_handle_request(s->conn, msg);
     }
-    if (s->conn && !vfu_conn_is_broken(s->conn)) {
-        return G_SOURCE_CONTINUE;   /* batch full: come back later */
+    /* batch full: come back later */
+    return s->conn && !vfu_conn_is_broken(s->conn);
+}
+
+static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
+                                     gpointer opaque)
+{
+    VfuServer *s = opaque;
+
+    if (vfu_server_serve_pending(s)) {
+        return G_SOURCE_CONTINUE;
     }
     vfu_server_drop_client(s, true, true);
     return G_SOURCE_REMOVE;
+}
+
+/* A doorbell rang: what the client wrote before it must be served first. */
+static void vfu_server_flush_client(void *opaque)
+{
+    VfuServer *s = opaque;
+
+    if (s->conn && s->depth == 0 && !vfu_server_serve_pending(s)) {
+        vfu_server_drop_client(s, false, true);
+    }
 }
 
 static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
@@ -884,6 +931,15 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
     s->dma = vfu_remote_machine_dma(pdev);
     s->bars = vfu_bar_windows_new(pdev);
     s->irqs = vfu_irqs_new(pdev, vfu_server_id(s));
+    {
+        AddressSpace *as[VFU_NUM_BARS] = { };
+
+        for (int i = 0; i < VFU_NUM_BARS; i++) {
+            as[i] = s->bars->size[i] ? &s->bars->as[i] : NULL;
+        }
+        s->iofds = vfu_iofds_new(as, VFU_NUM_BARS, vfu_server_id(s),
+                                 vfu_server_flush_client, s);
+    }
 
     if (!vfu_server_prepare_path(s->socket, errp)) {
         error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
@@ -919,6 +975,7 @@ static void vfu_server_stop(VfuServer *s)
         vfu_irqs_free(s->irqs);
         s->irqs = NULL;
     }
+    g_clear_pointer(&s->iofds, vfu_iofds_free);
     if (s->bars) {
         vfu_bar_windows_free(s->bars);
         s->bars = NULL;

@@ -191,6 +191,7 @@ typedef struct QEMU_PACKED VfuRegionIoFds {
 #define VFU_IO_FD_TYPE_IOREGIONFD   1
 
 #define VFU_IOEVENTFD_F_DATAMATCH   (1u << 0)
+#define VFU_IOEVENTFD_F_PIO         (1u << 1)
 
 typedef struct QEMU_PACKED VfuSubRegionIoFd {
     uint64_t offset;

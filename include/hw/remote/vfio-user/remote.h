@@ -15,6 +15,7 @@
 
 typedef struct VfuDmaSpace VfuDmaSpace;
 typedef struct VfuIrqs VfuIrqs;
+typedef struct VfuIoFds VfuIoFds;
 
 /* ---- machine.c ---------------------------------------------------------- */
 
@@ -88,5 +89,24 @@ int vfu_irqs_set(VfuIrqs *irqs, const VfuIrqSet *set, int *fds, size_t nfds,
                  Error **errp);
 /* INTx level of the device at @devfn on the remote bus changed. */
 void vfu_irqs_bus_set_irq(int devfn, int level);
+
+/* ---- ioeventfd.c -------------------------------------------------------- */
+
+/* Serve what the client sent so far (before a doorbell it rang). */
+typedef void VfuIoFdsFlushFunc(void *opaque);
+
+/*
+ * Follow the ioeventfds registered in @as[0..n-1] (NULL for no region),
+ * the address spaces of the device's BARs.
+ */
+VfuIoFds *vfu_iofds_new(AddressSpace **as, unsigned n, const char *name,
+                        VfuIoFdsFlushFunc *flush, void *opaque);
+void vfu_iofds_free(VfuIoFds *f);
+/*
+ * The doorbells of region @bar, at most @max: sub-region entries and, in
+ * @fds, the eventfd of each (still ours: the caller must not close them).
+ */
+unsigned vfu_iofds_get(VfuIoFds *f, unsigned bar, VfuSubRegionIoFd *subs,
+                       int *fds, unsigned max);
 
 #endif /* HW_REMOTE_VFIO_USER_REMOTE_H */
