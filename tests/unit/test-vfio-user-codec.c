@@ -965,28 +965,13 @@ static void test_mmap_areas_bad(void)
     r.cap.header.next = sizeof(VfuRegionInfo);
     g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
                                                NULL), ==, -1);
-    /* two sparse capabilities */
-    {
-        struct QEMU_PACKED {
-            VfuRegionInfo info;
-            VfuCapSparseMmap cap1;
-            VfuCapSparseMmap cap2;
-        } t = {
-            .info = {
-                .argsz = sizeof(t), .index = 1, .size = 0x2000,
-                .flags = VFU_REGION_F_MMAP | VFU_REGION_F_CAPS,
-                .cap_offset = sizeof(VfuRegionInfo),
-            },
-            .cap1 = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
-                                  .version = 1,
-                                  .next = sizeof(VfuRegionInfo) +
-                                          sizeof(VfuCapSparseMmap) } },
-            .cap2 = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
-                                  .version = 1 } },
-        };
-        g_assert_cmpint(vfu_region_info_mmap_areas(&t.info, sizeof(t), areas,
-                                                   NULL), ==, -1);
-    }
+    /* two sparse capabilities: the second where the areas would be */
+    sparse_reply_init(&r, 0);
+    r.cap.header.next = offsetof(SparseReply, areas);
+    memcpy(&r.areas[0], &r.cap, sizeof(r.cap));
+    ((VfuCapSparseMmap *)&r.areas[0])->header.next = 0;
+    g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,
+                                               NULL), ==, -1);
     /* more areas than the reply holds, and a huge count */
     sparse_reply_init(&r, 5);
     g_assert_cmpint(vfu_region_info_mmap_areas(&r.info, sizeof(r), areas,

@@ -88,6 +88,18 @@ static void vfu_iofd_fired(EventNotifier *n)
     }
 }
 
+/* The entry for the ioeventfd a listener callback names, if we have it */
+static VfuIoFd *vfu_iofds_lookup(MemoryListener *l,
+                                 MemoryRegionSection *section,
+                                 bool match_data, uint64_t data)
+{
+    VfuIoFdsListener *il = container_of(l, VfuIoFdsListener, listener);
+
+    return vfu_iofds_find(il->owner, il->bar,
+                          section->offset_within_address_space,
+                          int128_get64(section->size), match_data, data);
+}
+
 static void vfu_iofds_eventfd_add(MemoryListener *l,
                                   MemoryRegionSection *section,
                                   bool match_data, uint64_t data,
@@ -95,9 +107,8 @@ static void vfu_iofds_eventfd_add(MemoryListener *l,
 {
     VfuIoFdsListener *il = container_of(l, VfuIoFdsListener, listener);
     VfuIoFds *f = il->owner;
-    uint64_t offset = section->offset_within_address_space;
     unsigned size = int128_get64(section->size);
-    VfuIoFd *e = vfu_iofds_find(f, il->bar, offset, size, match_data, data);
+    VfuIoFd *e = vfu_iofds_lookup(l, section, match_data, data);
 
     if (!e) {
         /* sizes other than 1/2/4/8 cannot be a client's ioeventfd */
@@ -112,7 +123,7 @@ static void vfu_iofds_eventfd_add(MemoryListener *l,
         }
         e->owner = f;
         e->bar = il->bar;
-        e->offset = offset;
+        e->offset = section->offset_within_address_space;
         e->size = size;
         e->match_data = match_data;
         e->data = data;
@@ -120,8 +131,8 @@ static void vfu_iofds_eventfd_add(MemoryListener *l,
         g_ptr_array_add(f->fds, e);
     }
     e->dev = n;
-    trace_vfio_user_srv_ioeventfd(f->name, il->bar, offset, size, match_data,
-                                  data, true);
+    trace_vfio_user_srv_ioeventfd(f->name, e->bar, e->offset, size,
+                                  match_data, data, true);
 }
 
 static void vfu_iofds_eventfd_del(MemoryListener *l,
@@ -129,16 +140,12 @@ static void vfu_iofds_eventfd_del(MemoryListener *l,
                                   bool match_data, uint64_t data,
                                   EventNotifier *n)
 {
-    VfuIoFdsListener *il = container_of(l, VfuIoFdsListener, listener);
-    VfuIoFds *f = il->owner;
-    uint64_t offset = section->offset_within_address_space;
-    VfuIoFd *e = vfu_iofds_find(f, il->bar, offset,
-                                int128_get64(section->size), match_data, data);
+    VfuIoFd *e = vfu_iofds_lookup(l, section, match_data, data);
 
     if (e && e->dev == n) {
         e->dev = NULL;
-        trace_vfio_user_srv_ioeventfd(f->name, il->bar, offset, e->size,
-                                      match_data, data, false);
+        trace_vfio_user_srv_ioeventfd(e->owner->name, e->bar, e->offset,
+                                      e->size, match_data, data, false);
     }
 }
 
