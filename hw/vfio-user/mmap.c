@@ -80,14 +80,17 @@ void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
         goto fail;
     }
     for (int i = 0; i < n; i++) {
-        if (!QEMU_IS_ALIGNED(areas[i].offset | areas[i].size, page) ||
-            info->offset > UINT64_MAX - info->size ||
-            !vfu_mmap_fd_ok(dev, fd, info->offset + areas[i].offset +
+        /* the codec checked that the area lies inside the region */
+        if (!QEMU_IS_ALIGNED(info->offset | areas[i].offset | areas[i].size,
+                             page) ||
+            info->offset > UINT64_MAX - info->size) {
+            error_setg(&err, "area 0x%" PRIx64 "+0x%" PRIx64 " at file offset "
+                       "0x%" PRIx64 " is not page aligned", areas[i].offset,
+                       areas[i].size, info->offset);
+            goto fail;
+        }
+        if (!vfu_mmap_fd_ok(dev, fd, info->offset + areas[i].offset +
                             areas[i].size, &err)) {
-            if (!err) {
-                error_setg(&err, "area 0x%" PRIx64 "+0x%" PRIx64 " is not "
-                           "page aligned", areas[i].offset, areas[i].size);
-            }
             goto fail;
         }
     }

@@ -176,6 +176,27 @@ VfuIoFds *vfu_iofds_new(AddressSpace **as, unsigned n, const char *name,
     return f;
 }
 
+/*
+ * A new client: eventfds an earlier client may have kept must not ring
+ * doorbells any more, so every proxy gets a new eventfd.
+ */
+void vfu_iofds_reset(VfuIoFds *f)
+{
+    for (unsigned i = 0; i < f->fds->len; i++) {
+        VfuIoFd *e = g_ptr_array_index(f->fds, i);
+
+        event_notifier_set_handler(&e->proxy, NULL);
+        event_notifier_cleanup(&e->proxy);
+        if (event_notifier_init(&e->proxy, 0) < 0) {
+            /* no doorbell for this one: the client gets messages there */
+            g_ptr_array_remove_index_fast(f->fds, i--);
+            g_free(e);
+            continue;
+        }
+        event_notifier_set_handler(&e->proxy, vfu_iofd_fired);
+    }
+}
+
 void vfu_iofds_free(VfuIoFds *f)
 {
     if (!f) {

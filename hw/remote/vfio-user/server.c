@@ -710,6 +710,7 @@ static void vfu_server_drop_client(VfuServer *s, bool from_watch,
     vfu_conn_shutdown(s->conn);
     vfu_dma_space_set_peer(s->dma, NULL, NULL);
     vfu_irqs_reset(s->irqs);
+    vfu_iofds_reset(s->iofds);
     trace_vfio_user_srv_reset(vfu_server_id(s), "disconnect");
     pci_device_reset(s->pdev);
     vfu_dma_space_unmap_all(s->dma);

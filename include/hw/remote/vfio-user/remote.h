@@ -102,6 +102,8 @@ typedef void VfuIoFdsFlushFunc(void *opaque);
 VfuIoFds *vfu_iofds_new(AddressSpace **as, unsigned n, const char *name,
                         VfuIoFdsFlushFunc *flush, void *opaque);
 void vfu_iofds_free(VfuIoFds *f);
+/* Give every doorbell a new eventfd (a client left). */
+void vfu_iofds_reset(VfuIoFds *f);
 /*
  * The doorbells of region @bar, at most @max: sub-region entries and, in
  * @fds, the eventfd of each (still ours: the caller must not close them).
