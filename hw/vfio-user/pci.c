@@ -136,6 +136,13 @@ static int vfu_pci_region_read(VfuPciDevice *dev, uint32_t region,
                    "%u", dev_name(dev), count, rsp->count);
         return -EPROTO;
     }
+    /* data for another place would be taken as this one's */
+    if (rsp->region != region || rsp->offset != offset) {
+        error_setg(errp, "vfio-user-pci %s: REGION_READ of region %u at 0x%"
+                   PRIx64 " answered for region %u at 0x%" PRIx64,
+                   dev_name(dev), region, offset, rsp->region, rsp->offset);
+        return -EPROTO;
+    }
     memcpy(buf, rsp->data, count);
     return 0;
 }
