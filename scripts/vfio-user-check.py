@@ -42,7 +42,11 @@ def run_one(build, binary, env, timeout):
         log.seek(0)
         out = log.read().decode(errors='replace')
     fail_lines = []
+    summaries = []
     for line in out.splitlines():
+        # per-side counts of the rogue-peer suites
+        if line.startswith('# rogue-cases: '):
+            summaries.append(line[len('# rogue-cases: '):])
         m = TAP_RE.match(line.strip())
         if not m:
             continue
@@ -58,6 +62,8 @@ def run_one(build, binary, env, timeout):
     print(f'  {binary}: {passed} passed, {failed} failed'
           + (f', {skipped} skipped' if skipped else '') + f' ({secs:.1f}s)',
           flush=True)
+    for line in summaries:
+        print(f'    rogue-peer cases, {line}', flush=True)
     if failed or broken:
         print('--- output of ' + binary + ' ---')
         print('\n'.join(out.splitlines()[-60:]))

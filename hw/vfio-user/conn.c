@@ -30,6 +30,7 @@ struct VfuConn {
     VfuDeferFunc defer_func;
     void *defer_opaque;
     GQueue deferred;
+    size_t deferred_bytes;
 
     /* a message being received, kept across non-blocking calls */
     uint8_t rx_hdr[sizeof(VfuHeader)];
@@ -97,7 +98,12 @@ void vfu_conn_set_defer_func(VfuConn *c, VfuDeferFunc func, void *opaque)
 
 VfuMsg *vfu_conn_take_deferred(VfuConn *c)
 {
-    return g_queue_pop_head(&c->deferred);
+    VfuMsg *msg = g_queue_pop_head(&c->deferred);
+
+    if (msg) {
+        c->deferred_bytes -= msg->len;
+    }
+    return msg;
 }
 
 void vfu_conn_set_timeout(VfuConn *c, int64_t timeout_ms)
@@ -341,9 +347,10 @@ static int conn_read_some(VfuConn *c, Error **errp)
     return c->rx_got == c->rx_msg->len;
 }
 
-int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
+/* @deadline: 0 to start the timeout at the first wait */
+static int conn_recv(VfuConn *c, VfuMsg **msgp, bool block, int64_t deadline,
+                     Error **errp)
 {
-    int64_t deadline = 0;
     int r;
 
     *msgp = NULL;
@@ -382,6 +389,11 @@ int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
     return 1;
 }
 
+int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
+{
+    return conn_recv(c, msgp, block, 0, errp);
+}
+
 void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
 {
     Error *err = NULL;
@@ -409,10 +421,61 @@ void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
     vfu_msg_free(msg);
 }
 
+/*
+ * Keep a request that came in during a call.  Returns false when the
+ * connection broke because the peer went past the limits.
+ */
+static bool conn_defer(VfuConn *c, VfuMsg *msg)
+{
+    if (g_queue_get_length(&c->deferred) >= VFU_MAX_DEFERRED ||
+        c->deferred_bytes + msg->len > VFU_MAX_DEFERRED_BYTES) {
+        trace_vfio_user_deferred_full(c->name, msg->hdr.msg_id,
+                                      vfu_command_name(msg->hdr.command));
+        if (msg->hdr.flags & VFU_F_NO_REPLY) {
+            Error *err = NULL;
+
+            error_setg(&err, "%s: too many requests while a call waits",
+                       c->name);
+            conn_break(c, err);
+            error_free(err);
+        } else {
+            vfu_conn_reply_error(c, msg, EBUSY, NULL);
+        }
+        vfu_msg_free(msg);
+        return !c->broken;
+    }
+    trace_vfio_user_deferred(c->name, msg->hdr.msg_id,
+                             vfu_command_name(msg->hdr.command));
+    c->deferred_bytes += msg->len;
+    g_queue_push_tail(&c->deferred, msg);
+    c->defer_func(c, c->defer_opaque);
+    return true;
+}
+
+/*
+ * A call whose reply did not come by @deadline gives up even while the
+ * peer keeps the socket busy with other messages.
+ */
+static bool conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
+                              Error **errp)
+{
+    Error *err = NULL;
+
+    if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+        return false;
+    }
+    error_setg(&err, "%s: no answer to %s within %" PRId64 " ms", c->name,
+               vfu_command_name(cmd), c->timeout_ms);
+    conn_break(c, err);
+    error_propagate(errp, err);
+    return true;
+}
+
 int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
                   const int *fds, size_t nfds, VfuMsg **reply, Error **errp)
 {
     uint16_t id = c->next_id++;
+    int64_t deadline = deadline_from_now(c);
     int ret;
 
     if (reply) {
@@ -428,24 +491,29 @@ int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
         g_autoptr(VfuMsg) msg = NULL;
         Error *local_err = NULL;
 
-        if (vfu_conn_recv(c, &msg, true, &local_err) < 0) {
+        if (conn_recv(c, &msg, true, deadline, &local_err) < 0) {
             error_propagate_prepend(errp, local_err, "%s: waiting for %s: ",
                                     c->name, vfu_command_name(cmd));
             return -ECONNRESET;
         }
-        if (!vfu_msg_is_reply(msg) && c->defer_func) {
-            trace_vfio_user_deferred(c->name, msg->hdr.msg_id,
-                                     vfu_command_name(msg->hdr.command));
-            g_queue_push_tail(&c->deferred, g_steal_pointer(&msg));
-            c->defer_func(c, c->defer_opaque);
-            continue;
-        }
         if (!vfu_msg_is_reply(msg)) {
-            vfu_conn_handle_request(c, g_steal_pointer(&msg));
-            if (c->broken) {
-                error_setg(errp, "%s: connection lost waiting for %s",
-                           c->name, vfu_command_name(cmd));
-                return -ECONNRESET;
+            if (c->defer_func) {
+                if (!conn_defer(c, g_steal_pointer(&msg))) {
+                    error_setg(errp, "%s: connection dropped waiting for %s",
+                               c->name, vfu_command_name(cmd));
+                    return -ECONNRESET;
+                }
+            } else {
+                vfu_conn_handle_request(c, g_steal_pointer(&msg));
+                if (c->broken) {
+                    error_setg(errp, "%s: connection lost waiting for %s",
+                               c->name, vfu_command_name(cmd));
+                    return -ECONNRESET;
+                }
+            }
+            /* a peer that only ever sends requests */
+            if (conn_call_expired(c, cmd, deadline, errp)) {
+                return -ETIMEDOUT;
             }
             continue;
         }
@@ -453,6 +521,9 @@ int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
             /* e.g. a peer answering a No_reply write: drop it */
             trace_vfio_user_stray_reply(c->name, msg->hdr.msg_id,
                                         vfu_command_name(msg->hdr.command));
+            if (conn_call_expired(c, cmd, deadline, errp)) {
+                return -ETIMEDOUT;
+            }
             continue;
         }
         if (msg->hdr.flags & VFU_F_ERROR) {

@@ -25,6 +25,10 @@
 #include "trace.h"
 
 #define VFU_PCI_MAX_CAPS    48
+/* What we accept from a server's DEVICE_GET_INFO / GET_IRQ_INFO */
+#define VFU_PCI_MAX_REGIONS         64
+#define VFU_PCI_MAX_IRQ_INDEXES     64
+#define VFU_PCI_MAX_IRQS            2048    /* MSI-X table size limit */
 
 static const char *dev_name(VfuPciDevice *dev)
 {
@@ -130,6 +134,13 @@ static int vfu_pci_region_read(VfuPciDevice *dev, uint32_t region,
     if (rsp->count != count) {
         error_setg(errp, "vfio-user-pci %s: REGION_READ of %u bytes returned "
                    "%u", dev_name(dev), count, rsp->count);
+        return -EPROTO;
+    }
+    /* data for another place would be taken as this one's */
+    if (rsp->region != region || rsp->offset != offset) {
+        error_setg(errp, "vfio-user-pci %s: REGION_READ of region %u at 0x%"
+                   PRIx64 " answered for region %u at 0x%" PRIx64,
+                   dev_name(dev), region, offset, rsp->region, rsp->offset);
         return -EPROTO;
     }
     memcpy(buf, rsp->data, count);
@@ -341,6 +352,18 @@ static bool vfu_pci_get_device_info(VfuPciDevice *dev, Error **errp)
         error_setg(errp, "the server's device is not a PCI device");
         return false;
     }
+    /*
+     * A PCI device has 9 regions and 5 IRQ indexes; device-specific ones
+     * may follow but we use none, so absurd counts mean a broken server.
+     */
+    if (dev->info.num_regions > VFU_PCI_MAX_REGIONS ||
+        dev->info.num_irqs > VFU_PCI_MAX_IRQ_INDEXES) {
+        error_setg(errp, "the server reports %u regions and %u IRQ indexes, "
+                   "more than the %u and %u accepted", dev->info.num_regions,
+                   dev->info.num_irqs, VFU_PCI_MAX_REGIONS,
+                   VFU_PCI_MAX_IRQ_INDEXES);
+        return false;
+    }
     if (dev->info.num_regions <= VFU_PCI_CONFIG_REGION) {
         error_setg(errp, "the server reports %u regions, a PCI device has "
                    "at least %u", dev->info.num_regions,
@@ -398,6 +421,11 @@ static bool vfu_pci_get_irq_info(VfuPciDevice *dev, uint32_t index,
     if (info->index != index) {
         error_setg(errp, "IRQ info for index %u answered for index %u",
                    index, info->index);
+        return false;
+    }
+    if (info->count > VFU_PCI_MAX_IRQS) {
+        error_setg(errp, "IRQ index %u: %u vectors, more than the %u a PCI "
+                   "function can have", index, info->count, VFU_PCI_MAX_IRQS);
         return false;
     }
     if (info->count && !(info->flags & VFU_IRQ_INFO_F_EVENTFD)) {

@@ -15,6 +15,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
 #include "qemu/error-report.h"
 #include "qemu/bswap.h"
 #include "qemu/main-loop.h"
@@ -76,6 +77,7 @@ struct VfuServer {
 
     char *socket;
     char *device;
+    uint32_t timeout_ms;
     bool completed;
     Notifier machine_done;
     bool waiting_machine;
@@ -861,6 +863,7 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     name = g_strdup_printf("vfio-user-server %s", vfu_server_id(s));
     qio_channel_set_name(QIO_CHANNEL(sioc), name);
     s->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
+    vfu_conn_set_timeout(s->conn, s->timeout_ms);
     s->negotiated = false;
     vfu_conn_set_request_func(s->conn, vfu_server_request, s);
     vfu_conn_set_defer_func(s->conn, vfu_server_deferred, s);
@@ -1073,6 +1076,34 @@ static void vfu_server_set_device(Object *obj, const char *value,
     s->device = g_strdup(value);
 }
 
+static void vfu_server_get_timeout(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    visit_type_uint32(v, name, &VFU_SERVER(obj)->timeout_ms, errp);
+}
+
+static void vfu_server_set_timeout(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    VfuServer *s = VFU_SERVER(obj);
+    uint32_t value;
+
+    if (!visit_type_uint32(v, name, &value, errp)) {
+        return;
+    }
+    if (!value) {
+        error_setg(errp, "'%s' must be at least 1 ms", name);
+        return;
+    }
+    /* applies to the next client */
+    s->timeout_ms = value;
+}
+
+static void vfu_server_instance_init(Object *obj)
+{
+    VFU_SERVER(obj)->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+}
+
 static void vfu_server_finalize(Object *obj)
 {
     VfuServer *s = VFU_SERVER(obj);
@@ -1103,12 +1134,20 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
                                   vfu_server_set_device);
     object_class_property_set_description(oc, "device",
         "id of the PCI device (on the remote machine) to export");
+    object_class_property_add(oc, "timeout", "uint32",
+                              vfu_server_get_timeout, vfu_server_set_timeout,
+                              NULL, NULL);
+    object_class_property_set_description(oc, "timeout",
+        "ms to wait for the client's answer to a DMA request or for room "
+        "in its socket; also how long one stuck client can hold up the "
+        "other sockets of this process (default 5000)");
 }
 
 static const TypeInfo vfu_server_info = {
     .name = TYPE_VFU_SERVER,
     .parent = TYPE_OBJECT,
     .instance_size = sizeof(VfuServer),
+    .instance_init = vfu_server_instance_init,
     .instance_finalize = vfu_server_finalize,
     .class_init = vfu_server_class_init,
     .interfaces = (InterfaceInfo[]) {

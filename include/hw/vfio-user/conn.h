@@ -29,6 +29,16 @@ typedef int (*VfuRequestFunc)(VfuConn *conn, VfuMsg *msg, void *opaque);
 
 #define VFU_DEFAULT_TIMEOUT_MS  5000
 
+/*
+ * Requests from the peer kept while a call waits (see
+ * vfu_conn_set_defer_func()), in number and in payload bytes.  Past
+ * either, a request that wants a reply gets EBUSY and a No_reply one
+ * breaks the connection: it cannot be refused, and dropping it silently
+ * would lose a write.
+ */
+#define VFU_MAX_DEFERRED        256
+#define VFU_MAX_DEFERRED_BYTES  (8 * 1024 * 1024)
+
 /* Takes a reference to @ioc; it must be an AF_UNIX QIOChannelSocket. */
 VfuConn *vfu_conn_new(QIOChannel *ioc, const char *name,
                       const VfuLimits *local);
@@ -91,7 +101,8 @@ void vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
 
 /*
  * Send a request and wait for its reply, serving peer requests that come
- * in meanwhile.  On success returns 0 and, if @reply is not NULL, the
+ * in meanwhile.  The whole call, requests served included, is bounded by
+ * the timeout: a peer that keeps sending requests cannot hold it longer.  On success returns 0 and, if @reply is not NULL, the
  * decoded reply.  An error reply from the peer returns its negative errno
  * (-EIO when it gave none); a timeout or broken connection returns
  * -ECONNRESET / -ETIMEDOUT.  @errp is set in every failure.

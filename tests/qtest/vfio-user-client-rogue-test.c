@@ -1,0 +1,742 @@
+/*
+ * A rogue server against the vfio-user-pci client.  One VM lives through
+ * every case.  Each case hotplugs vfio-user-pci against a scripted server
+ * that misbehaves once, at a chosen message, and asserts:
+ *   - the outcome: the plug fails with a clear error, or the device works,
+ *     or it goes inert (all-ones) once the server broke the protocol, or
+ *     the server's own bad request gets the expected error reply;
+ *   - QEMU lives on and QMP answers;
+ *   - another vfio-user-pci device of the VM, served by a well-behaved
+ *     server, keeps working;
+ *   - no fd leak: QEMU's fd count is back where it was once the device
+ *     is gone.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/eventfd.h>
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "qapi/qmp/qdict.h"
+#include "qapi/error.h"
+#include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "io/channel-socket.h"
+#include "hw/vfio-user/conn.h"
+#include "standard-headers/linux/pci_regs.h"
+#include "vfio-user/vm-helpers.h"
+
+#define ROGUE_SLOT      4
+#define GOOD_SLOT       5
+#define BAR0_MAGIC      0xcafe0001
+#define MSG_TIMEOUT_MS  500
+/* Case.nth: the first BAR0 read, whatever came before */
+#define BAR0_READ       -1
+
+typedef enum Action {
+    A_NONE,
+    A_ERROR,            /* error reply, errno @val */
+    A_ERROR_ZERO,       /* error reply without an errno */
+    A_SHORT,            /* reply cut to @off bytes */
+    A_LONG,             /* reply with @off extra bytes */
+    A_FIELD32,          /* reply with u32 at @off set to @val */
+    A_FIELD64,          /* reply with u64 at @off set to @val */
+    A_SILENT,           /* no reply */
+    A_CLOSE,            /* hang up instead */
+    A_RAW_HDR,          /* a reply header with size @off and flags @val */
+    A_FDS,              /* the reply carries @off eventfds */
+    A_WRONG_ID,         /* the reply comes with another msg_id */
+    A_WRONG_CMD,        /* the reply comes with another command */
+    A_NOT_REPLY,        /* the reply is flagged as a command */
+    A_SPLIT,            /* the reply comes one byte per write */
+    A_TWICE,            /* the reply comes twice */
+    A_STRAY_FIRST,      /* a reply to nothing comes first */
+    A_REQ_FIRST,        /* a request (@val: command) comes first */
+    A_FLOOD,            /* DMA_READ requests, and never the reply */
+    A_VERSION,          /* VERSION answered with JSON @str */
+} Action;
+
+typedef enum Expect {
+    PLUG_FAIL,          /* device_add fails, with @reason in the error */
+    PLUG_OK,            /* the device works */
+    INERT,              /* plugged, dead after the BAR read that broke it */
+    REQ_ERROR,          /* the request sent first got error @err */
+    BAD_ONCE,           /* that BAR0 read fails (all-ones), the next works */
+} Expect;
+
+typedef struct Case {
+    const char *name;
+    uint16_t cmd;       /* the message to misbehave on */
+    int nth;            /* its occurrence, from 1 */
+    Action action;
+    uint64_t off, val;
+    Expect expect;
+    const char *reason;
+    const char *str;
+    int err;
+} Case;
+
+typedef struct Rogue {
+    const Case *k;
+    char *path;
+    QIOChannelSocket *listener;
+    GThread *thread;
+    uint8_t config[256];
+    uint32_t bar0[16];
+    int seen[VFU_CMD_MAX + 1];
+    int bar0_reads;
+    /* the answer to a request we sent the client (A_REQ_FIRST) */
+    int req_error;
+    bool req_answered;
+} Rogue;
+
+static char *tmpdir;
+static QTestState *qts;
+static pid_t qpid;
+static QPCIBus *bus;
+static Rogue *good;
+static int ncases;
+
+static int count_fds(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
+    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+    int n = 0;
+
+    g_assert(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    return n;
+}
+
+/* ---- the scripted server ------------------------------------------------- */
+
+static void rogue_send_raw(VfuConn *c, const VfuHeader *h, const void *payload,
+                           size_t len, bool split)
+{
+    g_autofree uint8_t *wire = g_malloc(sizeof(*h) + len);
+
+    vfu_header_encode(h, wire);
+    memcpy(wire + sizeof(*h), payload, len);
+    if (!split) {
+        qio_channel_write_all(vfu_conn_ioc(c), (char *)wire, sizeof(*h) + len,
+                              NULL);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(*h) + len; i++) {
+        if (qio_channel_write_all(vfu_conn_ioc(c), (char *)wire + i, 1,
+                                  NULL) < 0) {
+            return;
+        }
+        g_usleep(100);
+    }
+}
+
+/* The normal answer to @m, in host order, into @buf; its length or -errno */
+static int rogue_answer(Rogue *r, VfuMsg *m, uint8_t *buf, size_t size)
+{
+    switch (m->hdr.command) {
+    case VFU_CMD_DEVICE_GET_INFO: {
+        VfuDeviceInfo *i = (VfuDeviceInfo *)buf;
+
+        *i = (VfuDeviceInfo) { sizeof(*i), VFU_DEV_F_PCI | VFU_DEV_F_RESET,
+                               VFU_PCI_NUM_REGIONS, VFU_PCI_NUM_IRQS };
+        return sizeof(*i);
+    }
+    case VFU_CMD_DEVICE_GET_REGION_INFO: {
+        VfuRegionInfo *i = (VfuRegionInfo *)buf;
+        uint32_t index = ((VfuRegionInfo *)m->payload)->index;
+
+        *i = (VfuRegionInfo) { .argsz = sizeof(*i), .index = index };
+        if (index == VFU_PCI_CONFIG_REGION || index == 0) {
+            i->size = index ? 256 : sizeof(r->bar0);
+            i->flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
+        }
+        return sizeof(*i);
+    }
+    case VFU_CMD_DEVICE_GET_IRQ_INFO: {
+        VfuIrqInfo *i = (VfuIrqInfo *)buf;
+
+        *i = *(VfuIrqInfo *)m->payload;
+        i->flags = VFU_IRQ_INFO_F_EVENTFD;
+        i->count = i->index == VFU_PCI_INTX_IRQ ? 1 : 0;
+        return sizeof(*i);
+    }
+    case VFU_CMD_DMA_UNMAP:
+        memcpy(buf, m->payload, sizeof(VfuDmaUnmap));
+        return sizeof(VfuDmaUnmap);
+    case VFU_CMD_DMA_MAP:
+    case VFU_CMD_DEVICE_SET_IRQS:
+    case VFU_CMD_DEVICE_RESET:
+        return 0;
+    case VFU_CMD_REGION_READ:
+    case VFU_CMD_REGION_WRITE: {
+        VfuRegionAccess *a = (VfuRegionAccess *)m->payload;
+        uint8_t *base = a->region ? r->config : (uint8_t *)r->bar0;
+        size_t limit = a->region ? sizeof(r->config) : sizeof(r->bar0);
+        bool rd = m->hdr.command == VFU_CMD_REGION_READ;
+
+        if ((a->region && a->region != VFU_PCI_CONFIG_REGION) ||
+            a->offset > limit || a->count > limit - a->offset ||
+            sizeof(*a) + a->count > size) {
+            return -EINVAL;
+        }
+        if (!rd && a->region == 0) {
+            memcpy(base + a->offset, a->data, a->count);
+        }
+        memcpy(buf, a, sizeof(*a));
+        if (rd) {
+            memcpy(buf + sizeof(*a), base + a->offset, a->count);
+        }
+        return sizeof(*a) + (rd ? a->count : 0);
+    }
+    default:
+        return -ENOTSUP;
+    }
+}
+
+/* Send the client a request first and note how it answers. */
+static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
+{
+    VfuDmaAccess a = { .address = 0xfff00000000ULL, .count = 16 };
+    g_autoptr(VfuMsg) m = NULL;
+
+    if (vfu_conn_send(c, cmd, 0x9000, 0, 0, &a, sizeof(a), NULL, 0, NULL) ||
+        vfu_conn_recv(c, &m, true, NULL) != 1) {
+        return;
+    }
+    r->req_answered = vfu_msg_is_reply(m) && m->hdr.msg_id == 0x9000;
+    r->req_error = m->hdr.flags & VFU_F_ERROR ? m->hdr.error : 0;
+}
+
+static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
+                            int len)
+{
+    const Case *k = r->k;
+    VfuHeader h = { .msg_id = m->hdr.msg_id, .command = m->hdr.command,
+                    .flags = VFU_F_TYPE_REPLY };
+    int fds[20];
+
+    switch (k->action) {
+    case A_ERROR:
+    case A_ERROR_ZERO:
+        vfu_conn_send(c, h.command, h.msg_id, VFU_F_TYPE_REPLY | VFU_F_ERROR,
+                      k->action == A_ERROR ? k->val : 0, NULL, 0, NULL, 0,
+                      NULL);
+        return;
+    case A_SHORT:
+        len = MIN(len, k->off);
+        break;
+    case A_LONG:
+        len += k->off;
+        break;
+    case A_FIELD32:
+        stl_he_p(buf + k->off, k->val);
+        break;
+    case A_FIELD64:
+        stq_he_p(buf + k->off, k->val);
+        break;
+    case A_SILENT:
+        return;
+    case A_CLOSE:
+        vfu_conn_shutdown(c);
+        return;
+    case A_RAW_HDR: {
+        uint8_t junk[64] = { 0 };
+
+        h.size = k->off;
+        h.flags = k->val;
+        rogue_send_raw(c, &h, junk, sizeof(junk), false);
+        return;
+    }
+    case A_FDS:
+        for (int i = 0; i < k->off; i++) {
+            fds[i] = eventfd(0, EFD_CLOEXEC);
+        }
+        h.size = sizeof(h) + len;
+        vfu_payload_encode(h.command, true, buf, len);
+        {
+            uint8_t *wire = g_malloc(h.size);
+            struct iovec iov = { wire, h.size };
+
+            vfu_header_encode(&h, wire);
+            memcpy(wire + sizeof(h), buf, len);
+            qio_channel_writev_full(vfu_conn_ioc(c), &iov, 1, fds, k->off, 0,
+                                    NULL);
+            g_free(wire);
+        }
+        for (int i = 0; i < k->off; i++) {
+            close(fds[i]);
+        }
+        return;
+    case A_WRONG_ID:
+        vfu_conn_send(c, h.command, h.msg_id + 1, VFU_F_TYPE_REPLY, 0, buf,
+                      len, NULL, 0, NULL);
+        return;
+    case A_WRONG_CMD:
+        vfu_conn_send(c, k->val, h.msg_id, VFU_F_TYPE_REPLY, 0, buf, len,
+                      NULL, 0, NULL);
+        return;
+    case A_NOT_REPLY:
+        /* a "request" the client refuses; the real reply never comes */
+        vfu_conn_send(c, h.command, h.msg_id, 0, 0, buf, len, NULL, 0, NULL);
+        return;
+    case A_SPLIT:
+        h.size = sizeof(h) + len;
+        vfu_payload_encode(h.command, true, buf, len);
+        rogue_send_raw(c, &h, buf, len, true);
+        return;
+    case A_TWICE:
+        vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
+        break;
+    case A_STRAY_FIRST:
+        vfu_conn_send(c, VFU_CMD_REGION_READ, 0x7777, VFU_F_TYPE_REPLY, 0,
+                      NULL, 0, NULL, 0, NULL);
+        break;
+    case A_REQ_FIRST:
+        rogue_request_first(r, c, k->val);
+        break;
+    case A_FLOOD:
+        for (uint16_t id = 0x8000; !vfu_conn_is_broken(c); id++) {
+            VfuDmaAccess a = { .address = 0, .count = 8 };
+
+            if (vfu_conn_send(c, VFU_CMD_DMA_READ, id,
+                              VFU_F_NO_REPLY * (k->val != 0), 0, &a,
+                              sizeof(a), NULL, 0, NULL)) {
+                break;
+            }
+            /* take its answer off the socket, keep going */
+            if (!k->val) {
+                g_autoptr(VfuMsg) ans = NULL;
+
+                if (vfu_conn_recv(c, &ans, true, NULL) != 1) {
+                    break;
+                }
+            }
+        }
+        return;
+    case A_VERSION:
+    case A_NONE:
+        break;
+    }
+    vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
+}
+
+static int rogue_request(VfuConn *c, VfuMsg *m, void *opaque)
+{
+    Rogue *r = opaque;
+    const Case *k = r->k;
+    g_autofree uint8_t *buf = g_malloc0(4096);
+    int len = rogue_answer(r, m, buf, 4096 - 256);
+    int n = ++r->seen[MIN(m->hdr.command, VFU_CMD_MAX)];
+    bool bar0 = m->hdr.command == VFU_CMD_REGION_READ &&
+                ((VfuRegionAccess *)m->payload)->region == 0;
+
+    if (bar0 && !r->bar0_reads++ && k && k->nth == BAR0_READ) {
+        n = BAR0_READ;
+    }
+    if (k && m->hdr.command == k->cmd && n == k->nth) {
+        if (len < 0) {
+            len = 0;
+        }
+        rogue_misbehave(r, c, m, buf, len);
+        return 0;
+    }
+    if (len < 0) {
+        return len;
+    }
+    return vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
+}
+
+static void rogue_version(Rogue *r, VfuConn *c, VfuMsg *m)
+{
+    const Case *k = r->k;
+    g_autofree uint8_t *p = NULL;
+    size_t len;
+
+    r->seen[VFU_CMD_VERSION]++;
+    if (!k || k->cmd != VFU_CMD_VERSION) {
+        vfu_conn_negotiate_server(c, m, NULL);
+        return;
+    }
+    if (k->action == A_VERSION) {
+        VfuVersion v = { .major = k->off, .minor = k->val };
+
+        len = sizeof(v) + strlen(k->str) + (k->err ? 0 : 1);
+        p = g_malloc0(len);
+        memcpy(p, &v, sizeof(v));
+        memcpy(p + sizeof(v), k->str, len - sizeof(v));
+        vfu_conn_reply(c, m, p, len, NULL, 0, NULL);
+        return;
+    }
+    {
+        VfuLimits lim;
+        g_autofree void *ver = NULL;
+
+        vfu_limits_default(&lim);
+        lim.max_msg_fds = 8;
+        ver = vfu_version_encode(0, 2, &lim, &len);
+        p = g_malloc0(len + 64);
+        memcpy(p, ver, len);
+        rogue_misbehave(r, c, m, p, len);
+    }
+}
+
+static gpointer rogue_thread(gpointer opaque)
+{
+    Rogue *r = opaque;
+    g_autoptr(VfuConn) c = NULL;
+    QIOChannelSocket *sioc;
+    VfuLimits lim;
+    VfuMsg *m;
+
+    qio_channel_set_blocking(QIO_CHANNEL(r->listener), true, NULL);
+    sioc = qio_channel_socket_accept(r->listener, NULL);
+    if (!sioc) {
+        return NULL;
+    }
+    vfu_limits_default(&lim);
+    lim.max_msg_fds = 8;
+    c = vfu_conn_new(QIO_CHANNEL(sioc), "rogue-server", &lim);
+    object_unref(OBJECT(sioc));
+    vfu_conn_set_timeout(c, 60000);
+    vfu_conn_set_request_func(c, rogue_request, r);
+    if (vfu_conn_recv(c, &m, true, NULL) != 1) {
+        return NULL;
+    }
+    rogue_version(r, c, m);
+    vfu_msg_free(m);
+    while (!vfu_conn_is_broken(c) && vfu_conn_recv(c, &m, true, NULL) == 1) {
+        if (vfu_msg_is_reply(m)) {
+            vfu_msg_free(m);
+            continue;
+        }
+        vfu_conn_handle_request(c, m);
+    }
+    return NULL;
+}
+
+static Rogue *rogue_start(const Case *k)
+{
+    Rogue *r = g_new0(Rogue, 1);
+    SocketAddress addr = { .type = SOCKET_ADDRESS_TYPE_UNIX };
+    static int n;
+
+    r->k = k;
+    r->path = g_strdup_printf("%s/rogue%d.sock", tmpdir, n++);
+    addr.u.q_unix.path = r->path;
+    r->listener = qio_channel_socket_new();
+    qio_channel_socket_listen_sync(r->listener, &addr, 1, &error_abort);
+    stw_le_p(r->config + PCI_VENDOR_ID, 0x1234);
+    stw_le_p(r->config + PCI_DEVICE_ID, 0xfeed);
+    r->config[PCI_INTERRUPT_PIN] = 1;
+    r->bar0[0] = BAR0_MAGIC;
+    r->thread = g_thread_new("rogue-server", rogue_thread, r);
+    return r;
+}
+
+static void rogue_free(Rogue *r)
+{
+    qio_channel_shutdown(QIO_CHANNEL(r->listener), QIO_CHANNEL_SHUTDOWN_BOTH,
+                         NULL);
+    g_thread_join(r->thread);
+    object_unref(OBJECT(r->listener));
+    unlink(r->path);
+    g_free(r->path);
+    g_free(r);
+}
+
+/* ---- the VM --------------------------------------------------------------- */
+
+static QDict *plug(const char *id, const char *path, int slot)
+{
+    g_autofree char *addr = g_strdup_printf("%02x.0", slot);
+
+    return qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                     "'driver': 'vfio-user-pci', 'id': %s, 'socket': %s,"
+                     "'x-msg-timeout': %d, 'addr': %s}}", id, path,
+                     MSG_TIMEOUT_MS, addr);
+}
+
+static uint32_t bar0_read(int slot)
+{
+    QPCIDevice *dev = qpci_device_find(bus, QPCI_DEVFN(slot, 0));
+    QPCIBar bar;
+    uint32_t v;
+
+    g_assert(dev);
+    qpci_device_enable(dev);
+    bar = qpci_iomap(dev, 0, NULL);
+    v = qpci_io_readl(dev, bar, 0);
+    qpci_iounmap(dev, bar);
+    g_free(dev);
+    return v;
+}
+
+static void vm_check_alive(void)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    /* the other device is still served */
+    g_assert_cmphex(bar0_read(GOOD_SLOT), ==, BAR0_MAGIC);
+}
+
+static void vm_start(void)
+{
+    g_autofree char *pidfile = NULL;
+    g_autofree char *pid = NULL;
+    QDict *rsp;
+
+    if (qts) {
+        return;
+    }
+    tmpdir = g_dir_make_tmp("vfu-client-rogue-XXXXXX", NULL);
+    pidfile = g_strdup_printf("%s/pid", tmpdir);
+    qts = qtest_initf(VU_FW_ARGS "-M pc -pidfile %s", pidfile);
+    g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
+    unlink(pidfile);
+    qpid = atoi(pid);
+    bus = qpci_new_pc(qts, NULL);
+    good = rogue_start(NULL);
+    rsp = plug("good", good->path, GOOD_SLOT);
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    vm_check_alive();
+}
+
+static void vm_stop(void)
+{
+    if (!qts) {
+        return;
+    }
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    rogue_free(good);
+    rmdir(tmpdir);
+    g_free(tmpdir);
+}
+
+static int wait_fds(int want)
+{
+    int n = count_fds(qpid);
+
+    for (int i = 0; i < 500 && n != want; i++) {
+        g_usleep(10 * 1000);
+        n = count_fds(qpid);
+    }
+    return n;
+}
+
+static void test_case(gconstpointer opaque)
+{
+    const Case *k = opaque;
+    Rogue *r;
+    QDict *rsp;
+    int before;
+
+    vm_start();
+    before = count_fds(qpid);
+    r = rogue_start(k);
+    rsp = plug("rogue", r->path, ROGUE_SLOT);
+    if (k->expect == PLUG_FAIL) {
+        const char *desc;
+
+        if (!qdict_haskey(rsp, "error")) {
+            g_test_message("%s: the plug worked", k->name);
+            g_test_fail();
+            qobject_unref(rsp);
+            qpci_unplug_acpi_device_test(qts, "rogue", ROGUE_SLOT);
+            vm_check_alive();
+            rogue_free(r);
+            return;
+        }
+        desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+        g_test_message("device_add: %s", desc);
+        g_assert(strstr(desc, r->path));
+        if (!strstr(desc, k->reason)) {
+            g_test_message("%s: expected '%s' in the error", k->name,
+                           k->reason);
+            g_test_fail();
+        }
+        qobject_unref(rsp);
+    } else {
+        g_assert(qdict_haskey(rsp, "return"));
+        qobject_unref(rsp);
+        QPCIDevice *dev = qpci_device_find(bus, QPCI_DEVFN(ROGUE_SLOT, 0));
+        QPCIBar bar;
+
+        g_assert(dev);
+        qpci_device_enable(dev);
+        bar = qpci_iomap(dev, 0, NULL);
+        if (k->expect == PLUG_OK) {
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+        } else if (k->expect == BAD_ONCE) {
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+        } else if (k->expect == INERT) {
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
+            /* no more messages: the server would answer this one */
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
+            g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==,
+                            0xffff);
+        } else {
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+            g_assert(r->req_answered);
+            if (r->req_error != k->err) {
+                g_test_message("%s: got errno %d, expected %d", k->name,
+                               r->req_error, k->err);
+                g_test_fail();
+            }
+        }
+        g_free(dev);
+        qpci_unplug_acpi_device_test(qts, "rogue", ROGUE_SLOT);
+    }
+    vm_check_alive();
+    rogue_free(r);
+    g_assert_cmpint(wait_fds(before), ==, before);
+    if (!g_test_failed()) {
+        ncases++;
+    }
+}
+
+#define VERSION_JSON(nm, maj, min, json, reason) \
+    { nm, VFU_CMD_VERSION, 1, A_VERSION, maj, min, PLUG_FAIL, reason, json }
+#define FAIL(nm, cmd, nth, act, off, val, reason) \
+    { nm, cmd, nth, act, off, val, PLUG_FAIL, reason }
+#define OK(nm, cmd, nth, act, off, val) \
+    { nm, cmd, nth, act, off, val, PLUG_OK }
+/* misbehave on the test's first BAR0 read (the plug reads none) */
+#define DEAD(nm, act, off, val) \
+    { nm, VFU_CMD_REGION_READ, BAR0_READ, act, off, val, INERT }
+#define REQ(nm, cmd, err) \
+    { nm, VFU_CMD_REGION_READ, BAR0_READ, A_REQ_FIRST, 0, cmd, REQ_ERROR, \
+      NULL, NULL, err }
+
+#define GI  VFU_CMD_DEVICE_GET_INFO
+#define RI  VFU_CMD_DEVICE_GET_REGION_INFO
+#define II  VFU_CMD_DEVICE_GET_IRQ_INFO
+#define RR  VFU_CMD_REGION_READ
+
+static const Case cases[] = {
+    /* VERSION */
+    VERSION_JSON("version/major-1", 1, 0, "{}", "major version"),
+    VERSION_JSON("version/minor-newer", 0, 99, "{}", "newer"),
+    VERSION_JSON("version/json-garbage", 0, 2, "{\"capab", "JSON"),
+    VERSION_JSON("version/json-array", 0, 2, "[1,2]", "object"),
+    VERSION_JSON("version/max-msg-fds-string", 0, 2,
+                 "{\"capabilities\":{\"max_msg_fds\":\"x\"}}", "max_msg_fds"),
+    /* a huge proposal is only a bound on what we send: harmless */
+    { "version/max-msg-fds-huge", VFU_CMD_VERSION, 1, A_VERSION, 0, 2,
+      PLUG_OK, NULL, "{\"capabilities\":{\"max_msg_fds\":100000}}" },
+    VERSION_JSON("version/xfer-size-tiny", 0, 2,
+                 "{\"capabilities\":{\"max_data_xfer_size\":1}}",
+                 "max_data_xfer_size"),
+    VERSION_JSON("version/pgsizes-zero", 0, 2,
+                 "{\"capabilities\":{\"pgsizes\":0}}", "pgsizes"),
+    FAIL("version/short", VFU_CMD_VERSION, 1, A_SHORT, 2, 0, "bad reply"),
+    FAIL("version/no-nul", VFU_CMD_VERSION, 1, A_SHORT, 6, 0,
+         "NUL-terminated"),
+    FAIL("version/error", VFU_CMD_VERSION, 1, A_ERROR, 0, EPERM,
+         "not permitted"),
+    FAIL("version/silent", VFU_CMD_VERSION, 1, A_SILENT, 0, 0, "no answer"),
+    FAIL("version/close", VFU_CMD_VERSION, 1, A_CLOSE, 0, 0, "closed"),
+    FAIL("version/wrong-id", VFU_CMD_VERSION, 1, A_WRONG_ID, 0, 0,
+         "no answer"),
+    FAIL("version/flood", VFU_CMD_VERSION, 1, A_FLOOD, 0, 0, "no answer"),
+    /* DEVICE_GET_INFO */
+    FAIL("info/not-pci", GI, 1, A_FIELD32, 4, VFU_DEV_F_RESET, "not a PCI"),
+    FAIL("info/short", GI, 1, A_SHORT, 8, 0, "bad reply"),
+    OK("info/long", GI, 1, A_LONG, 16, 0),
+    FAIL("info/regions-few", GI, 1, A_FIELD32, 8, 3, "at least"),
+    FAIL("info/regions-huge", GI, 1, A_FIELD32, 8, UINT32_MAX, "accepted"),
+    FAIL("info/irqs-huge", GI, 1, A_FIELD32, 12, 1u << 30, "accepted"),
+    FAIL("info/error", GI, 1, A_ERROR, 0, ENODEV, "No such device"),
+    FAIL("info/error-no-errno", GI, 1, A_ERROR_ZERO, 0, 0, "Input/output"),
+    FAIL("info/silent", GI, 1, A_SILENT, 0, 0, "no answer"),
+    FAIL("info/close", GI, 1, A_CLOSE, 0, 0, "closed"),
+    FAIL("info/wrong-command", GI, 1, A_WRONG_CMD, 0, VFU_CMD_DEVICE_RESET,
+         "no answer"),
+    FAIL("info/flagged-command", GI, 1, A_NOT_REPLY, 0, 0, "no answer"),
+    FAIL("info/hdr-size-small", GI, 1, A_RAW_HDR, 4, VFU_F_TYPE_REPLY,
+         "size"),
+    FAIL("info/hdr-size-huge", GI, 1, A_RAW_HDR, UINT32_MAX, VFU_F_TYPE_REPLY,
+         "size"),
+    FAIL("info/hdr-flags-unknown", GI, 1, A_RAW_HDR, 32,
+         VFU_F_TYPE_REPLY | (1u << 11), "flags"),
+    FAIL("info/hdr-type-2", GI, 1, A_RAW_HDR, 32, 2, "message type"),
+    FAIL("info/fds-on-reply", GI, 1, A_FDS, 2, 0, "bad reply"),
+    FAIL("info/fds-16", GI, 1, A_FDS, 16, 0, "bad reply"),
+    FAIL("info/flood-requests", GI, 1, A_FLOOD, 0, 0, "no answer"),
+    FAIL("info/flood-no-reply", GI, 1, A_FLOOD, 0, 1, "no answer"),
+    OK("info/split", GI, 1, A_SPLIT, 0, 0),
+    OK("info/twice", GI, 1, A_TWICE, 0, 0),
+    OK("info/stray-first", GI, 1, A_STRAY_FIRST, 0, 0),
+    /* REGION_INFO (config first, then BAR0..5, ROM) */
+    FAIL("region-info/config-small", RI, 1, A_FIELD64, 16, 64, "too small"),
+    FAIL("region-info/wrong-index", RI, 1, A_FIELD32, 8, 3, "answered for"),
+    FAIL("region-info/short", RI, 1, A_SHORT, 12, 0, "bad reply"),
+    FAIL("region-info/error", RI, 1, A_ERROR, 0, EINVAL, "Invalid"),
+    FAIL("region-info/bar-huge", RI, 2, A_FIELD64, 16, 1ULL << 50,
+         "too large"),
+    FAIL("region-info/bar-no-access", RI, 2, A_FIELD32, 4, 0,
+         "neither readable"),
+    OK("region-info/argsz-lies", RI, 1, A_FIELD32, 0, 4096),
+    /* config space read */
+    FAIL("config/short", RR, 1, A_SHORT, 20, 0, "bad reply"),
+    FAIL("config/count-lies", RR, 1, A_FIELD32, 12, 16, "bad reply"),
+    FAIL("config/header-type-1", RR, 1, A_FIELD32,
+         sizeof(VfuRegionAccess) + PCI_HEADER_TYPE - 2, 0x00010000,
+         "type 0"),
+    FAIL("config/error", RR, 1, A_ERROR, 0, EIO, "Input/output"),
+    /* IRQ_INFO */
+    FAIL("irq-info/count-huge", II, 1, A_FIELD32, 12, 1u << 20,
+         "more than"),
+    FAIL("irq-info/wrong-index", II, 1, A_FIELD32, 8, 4, "answered for"),
+    FAIL("irq-info/short", II, 1, A_SHORT, 4, 0, "bad reply"),
+    FAIL("irq-info/error", II, 2, A_ERROR, 0, EINVAL, "Invalid"),
+    /* broken after the plug: inert, all-ones */
+    DEAD("bar/close", A_CLOSE, 0, 0),
+    DEAD("bar/silent", A_SILENT, 0, 0),
+    DEAD("bar/garbage-header", A_RAW_HDR, 0xffffffff, 0xffff),
+    DEAD("bar/flood", A_FLOOD, 0, 0),
+    /* a well-framed but wrong reply fails that access only */
+    { "bar/count-lies", RR, BAR0_READ, A_FIELD32, 12, 8, BAD_ONCE },
+    { "bar/error-reply", RR, BAR0_READ, A_ERROR, 0, EIO, BAD_ONCE },
+    { "bar/short-reply", RR, BAR0_READ, A_SHORT, 18, 0, BAD_ONCE },
+    { "bar/wrong-offset", RR, BAR0_READ, A_FIELD64, 0, 8, BAD_ONCE },
+    { "bar/wrong-region", RR, BAR0_READ, A_FIELD32, 8, 2, BAD_ONCE },
+    OK("bar/split", RR, BAR0_READ, A_SPLIT, 0, 0),
+    /* requests from the server while the client waits */
+    REQ("req/dma-read-unmapped", VFU_CMD_DMA_READ, EFAULT),
+    REQ("req/dma-write-unmapped", VFU_CMD_DMA_WRITE, EINVAL),
+    REQ("req/version", VFU_CMD_VERSION, ENOTSUP),
+    REQ("req/dma-map", VFU_CMD_DMA_MAP, EINVAL),
+    REQ("req/region-read", VFU_CMD_REGION_READ, ENOTSUP),
+    REQ("req/unknown", 99, ENOSYS),
+};
+
+int main(int argc, char **argv)
+{
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    /* a client closing mid-send must fail the write, not kill the test */
+    signal(SIGPIPE, SIG_IGN);
+    module_call_init(MODULE_INIT_QOM);
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        g_autofree char *path = g_strdup_printf(
+            "/vfio-user/client-rogue/case/%s", cases[i].name);
+
+        qtest_add_data_func(path, &cases[i], test_case);
+    }
+    ret = g_test_run();
+    vm_stop();
+    printf("# rogue-cases: rogue server vs vfio-user-pci: %d of %zu "
+           "passed\n", ncases, ARRAY_SIZE(cases));
+    return ret;
+}
