@@ -578,8 +578,9 @@ static int decode_reply(VfuMsg *msg, const VfuLimits *local, Error **errp)
               check_fds(msg, 0, errp);
         break;
     case VFU_CMD_DEVICE_GET_REGION_INFO:
+        /* libvfio-user sends its fd once per sparse mmap area */
         ret = check_size(msg, sizeof(VfuRegionInfo), 0, errp) ?:
-              check_fds(msg, 1, errp);
+              check_fds(msg, local->max_msg_fds, errp);
         break;
     case VFU_CMD_DEVICE_GET_REGION_IO_FDS:
         ret = check_size(msg, sizeof(VfuRegionIoFds), 0, errp) ?:

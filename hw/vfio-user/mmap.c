@@ -54,13 +54,31 @@ static bool vfu_mmap_fd_ok(VfuPciDevice *dev, int fd, uint64_t end,
  * @fd into @bar.  Anything wrong leaves the BAR to messages: the device
  * works either way, only slower.
  */
+/* Some servers repeat the fd per area: fine if it is the same file. */
+static bool vfu_mmap_same_file(const int *fds, size_t nfds)
+{
+    struct stat first, st;
+
+    if (fstat(fds[0], &first) < 0) {
+        return false;
+    }
+    for (size_t i = 1; i < nfds; i++) {
+        if (fstat(fds[i], &st) < 0 || st.st_dev != first.st_dev ||
+            st.st_ino != first.st_ino) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
-                      const VfuRegionInfo *info, size_t len, int fd)
+                      const VfuRegionInfo *info, size_t len, const int *fds,
+                      size_t nfds)
 {
     VfuSparseMmapArea areas[VFU_MAX_MMAP_AREAS];
     uint64_t page = qemu_real_host_page_size();
     Error *err = NULL;
-    int n;
+    int fd, n;
 
     if (dev->no_mmap || !(info->flags & VFU_REGION_F_MMAP)) {
         return;
@@ -69,10 +87,15 @@ void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
     if (n <= 0) {
         goto fail;
     }
-    if (fd < 0) {
+    if (!nfds) {
         error_setg(&err, "no fd came with the region info");
         goto fail;
     }
+    if (!vfu_mmap_same_file(fds, nfds)) {
+        error_setg(&err, "its %zu fds are not all the same file", nfds);
+        goto fail;
+    }
+    fd = fds[0];
     /* a BAR mapped read-only would fault on the guest's first write */
     if ((info->flags & (VFU_REGION_F_READ | VFU_REGION_F_WRITE)) !=
         (VFU_REGION_F_READ | VFU_REGION_F_WRITE)) {

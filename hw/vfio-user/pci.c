@@ -503,7 +503,7 @@ static bool vfu_pci_setup_bars(VfuPciDevice *dev, const uint8_t *srv_config,
         /* I/O space takes no mapping */
         if (!(attr & PCI_BASE_ADDRESS_SPACE_IO)) {
             vfu_pci_bar_mmap(dev, bar, (VfuRegionInfo *)reply->payload,
-                             reply->len, reply->nfds ? reply->fds[0] : -1);
+                             reply->len, reply->fds, reply->nfds);
         }
         pci_register_bar(pdev, i, attr, &bar->mr);
         bar->registered = true;

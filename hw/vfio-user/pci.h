@@ -115,7 +115,8 @@ void vfu_pci_intx_eoi(VfuPciDevice *dev);
 
 /* mmap.c */
 void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
-                      const VfuRegionInfo *info, size_t len, int fd);
+                      const VfuRegionInfo *info, size_t len, const int *fds,
+                      size_t nfds);
 void vfu_pci_bar_unmap(VfuPciBar *bar);
 void vfu_pci_bar_mmap_free(VfuPciBar *bar);
 

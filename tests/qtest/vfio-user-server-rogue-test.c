@@ -908,6 +908,7 @@ static const Case cases[] = {
     INFO("info/device-short", -EINVAL, VFU_CMD_DEVICE_GET_INFO, 16, 0, 2),
     INFO("info/io-fds-index", -EINVAL, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 16,
          99, 16),
+    INFO("info/io-fds", 0, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 16, 0, 16),
     /* DMA_MAP: overlaps, alignment, sizes, overflow, flags */
     MAP2("map/overlap-same", -EEXIST, 0x10000, 0x1000, 0, RW),
     MAP2("map/overlap-start", -EEXIST, 0xf000, 0x2000, 0, RW),
@@ -1014,7 +1015,8 @@ static const Case cases[] = {
     CMD("cmd/fd-on-get-info", -EINVAL, VFU_CMD_DEVICE_GET_INFO, 16, 1,
         FD_EVENTFD),
     CMD("cmd/fds-on-reset", -EINVAL, VFU_CMD_DEVICE_RESET, 0, 2, FD_MEMFD),
-    CMD("cmd/io-fds", 0, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 16, 0, 0),
+    CMD("cmd/io-fds-argsz-zero", -EINVAL, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 16,
+        0, 0),
     CUSTOM("cmd/version-again", run_version_again, -EINVAL, 0),
     /* messages and their headers */
     RAW("hdr/size-below-header", VFU_CMD_DEVICE_GET_INFO, 8, 0, 0, 0),
