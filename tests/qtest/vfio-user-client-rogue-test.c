@@ -55,7 +55,20 @@ typedef enum Action {
     A_REQ_FIRST,        /* a request (@val: command) comes first */
     A_FLOOD,            /* DMA_READ requests, and never the reply */
     A_VERSION,          /* VERSION answered with JSON @str */
+    A_MMAP,             /* BAR0 offered for mmap, broken as @off says */
+    A_IOFDS,            /* BAR0 doorbells, broken as @off says */
 } Action;
+
+/* A_MMAP: what is wrong with the mmap offer */
+enum {
+    MMAP_NO_FD, MMAP_DEV_NULL, MMAP_FILE_SHORT, MMAP_CAP_LOOP,
+    MMAP_UNALIGNED, MMAP_TWO_FILES, MMAP_AREAS_HUGE, MMAP_AREA_OUTSIDE,
+};
+/* A_IOFDS: what is wrong with the doorbell */
+enum {
+    IOFD_PIPE, IOFD_OUTSIDE, IOFD_BAD_INDEX, IOFD_COUNT_HUGE, IOFD_REGIONFD,
+    IOFD_SIZE_3, IOFD_FLAGS, IOFD_ARGSZ_LIES, IOFD_UNALIGNED,
+};
 
 typedef enum Expect {
     PLUG_FAIL,          /* device_add fails, with @reason in the error */
@@ -211,6 +224,145 @@ static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
     r->req_error = m->hdr.flags & VFU_F_ERROR ? m->hdr.error : 0;
 }
 
+/* Send a reply built here, with @nfds fds (which stay ours). */
+static void rogue_send_fds(VfuConn *c, VfuHeader *h, uint8_t *buf, int len,
+                           const int *fds, int nfds)
+{
+    g_autofree uint8_t *wire = g_malloc(sizeof(*h) + len);
+    struct iovec iov = { wire, sizeof(*h) + len };
+
+    h->size = sizeof(*h) + len;
+    vfu_payload_encode(h->command, true, buf, len);
+    vfu_header_encode(h, wire);
+    memcpy(wire + sizeof(*h), buf, len);
+    qio_channel_writev_full(vfu_conn_ioc(c), &iov, 1, (int *)fds, nfds, 0,
+                            NULL);
+}
+
+static void rogue_close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+}
+
+static int rogue_memfd(size_t size)
+{
+    int fd = memfd_create("rogue-bar", MFD_CLOEXEC);
+
+    g_assert(fd >= 0);
+    g_assert_cmpint(ftruncate(fd, size), ==, 0);
+    return fd;
+}
+
+/* BAR0 (4 KiB here) offered for mmap, wrongly: the client must not map it */
+static void rogue_bad_mmap(VfuConn *c, VfuHeader *h, uint64_t how)
+{
+    struct QEMU_PACKED {
+        VfuRegionInfo info;
+        VfuCapSparseMmap cap;
+        VfuSparseMmapArea area;
+    } rep = {
+        .info = {
+            .argsz = sizeof(rep), .index = 0, .size = 4096,
+            .cap_offset = sizeof(VfuRegionInfo),
+            .flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE |
+                     VFU_REGION_F_MMAP | VFU_REGION_F_CAPS,
+        },
+        .cap = { .header = { .id = VFU_REGION_CAP_SPARSE_MMAP,
+                             .version = 1 }, .nr_areas = 1 },
+        .area = { .offset = 0, .size = 4096 },
+    };
+    int fds[2] = { -1, -1 };
+    int nfds = 1;
+
+    switch (how) {
+    case MMAP_NO_FD:
+        nfds = 0;
+        break;
+    case MMAP_DEV_NULL:
+        fds[0] = open("/dev/null", O_RDWR | O_CLOEXEC);
+        break;
+    case MMAP_FILE_SHORT:
+        fds[0] = rogue_memfd(0);
+        break;
+    case MMAP_CAP_LOOP:
+        rep.cap.header.next = sizeof(VfuRegionInfo);
+        break;
+    case MMAP_UNALIGNED:
+        rep.area.offset = 0x800;
+        rep.area.size = 0x800;
+        break;
+    case MMAP_TWO_FILES:
+        fds[1] = rogue_memfd(4096);
+        nfds = 2;
+        break;
+    case MMAP_AREAS_HUGE:
+        rep.cap.nr_areas = UINT32_MAX;
+        break;
+    case MMAP_AREA_OUTSIDE:
+        rep.area.offset = 4096;
+        break;
+    }
+    if (nfds && fds[0] < 0) {
+        fds[0] = rogue_memfd(4096);
+    }
+    rogue_send_fds(c, h, (uint8_t *)&rep, sizeof(rep), fds, nfds);
+    rogue_close_fds(fds, 2);
+}
+
+/* One doorbell on BAR0, wrongly: the client must skip it */
+static void rogue_bad_iofds(VfuConn *c, VfuHeader *h, uint64_t how)
+{
+    struct QEMU_PACKED {
+        VfuRegionIoFds hdr;
+        VfuSubRegionIoFd sub;
+    } rep = {
+        .hdr = { .argsz = sizeof(rep), .index = 0, .count = 1 },
+        .sub = { .offset = 8, .size = 4, .fd_index = 0,
+                 .type = VFU_IO_FD_TYPE_IOEVENTFD },
+    };
+    int fds[2] = { -1, -1 };
+    int nfds = 1;
+
+    switch (how) {
+    case IOFD_PIPE:
+        g_assert_cmpint(pipe2(fds, O_CLOEXEC), ==, 0);
+        break;
+    case IOFD_OUTSIDE:
+        rep.sub.offset = 1ULL << 40;
+        break;
+    case IOFD_BAD_INDEX:
+        rep.sub.fd_index = 5;
+        break;
+    case IOFD_COUNT_HUGE:
+        rep.hdr.count = 100000;
+        break;
+    case IOFD_REGIONFD:
+        rep.sub.type = VFU_IO_FD_TYPE_IOREGIONFD;
+        break;
+    case IOFD_SIZE_3:
+        rep.sub.size = 3;
+        break;
+    case IOFD_FLAGS:
+        rep.sub.flags = 1u << 7;
+        break;
+    case IOFD_ARGSZ_LIES:
+        rep.hdr.argsz = 1u << 20;
+        break;
+    case IOFD_UNALIGNED:
+        rep.sub.offset = 6;
+        break;
+    }
+    if (fds[0] < 0) {
+        fds[0] = eventfd(0, EFD_CLOEXEC);
+    }
+    rogue_send_fds(c, h, (uint8_t *)&rep, sizeof(rep), fds, nfds);
+    rogue_close_fds(fds, 2);
+}
+
 static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
                             int len)
 {
@@ -255,21 +407,16 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         for (int i = 0; i < k->off; i++) {
             fds[i] = eventfd(0, EFD_CLOEXEC);
         }
-        h.size = sizeof(h) + len;
-        vfu_payload_encode(h.command, true, buf, len);
-        {
-            uint8_t *wire = g_malloc(h.size);
-            struct iovec iov = { wire, h.size };
-
-            vfu_header_encode(&h, wire);
-            memcpy(wire + sizeof(h), buf, len);
-            qio_channel_writev_full(vfu_conn_ioc(c), &iov, 1, fds, k->off, 0,
-                                    NULL);
-            g_free(wire);
-        }
+        rogue_send_fds(c, &h, buf, len, fds, k->off);
         for (int i = 0; i < k->off; i++) {
             close(fds[i]);
         }
+        return;
+    case A_MMAP:
+        rogue_bad_mmap(c, &h, k->off);
+        return;
+    case A_IOFDS:
+        rogue_bad_iofds(c, &h, k->off);
         return;
     case A_WRONG_ID:
         vfu_conn_send(c, h.command, h.msg_id + 1, VFU_F_TYPE_REPLY, 0, buf,
@@ -575,6 +722,9 @@ static void test_case(gconstpointer opaque)
         if (k->expect == PLUG_OK) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+            /* writes reach the server (no bogus doorbell or mapping) */
+            qpci_io_writel(dev, bar, 8, 0x12345678);
+            g_assert_cmphex(qpci_io_readl(dev, bar, 8), ==, 0x12345678);
         } else if (k->expect == BAD_ONCE) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
@@ -621,6 +771,10 @@ static void test_case(gconstpointer opaque)
 #define RI  VFU_CMD_DEVICE_GET_REGION_INFO
 #define II  VFU_CMD_DEVICE_GET_IRQ_INFO
 #define RR  VFU_CMD_REGION_READ
+#define IO  VFU_CMD_DEVICE_GET_REGION_IO_FDS
+/* BAR0's region info comes second, after the config space's */
+#define MMAP(nm, how)   OK("mmap/" nm, RI, 2, A_MMAP, how, 0)
+#define IOFDS(nm, how)  OK("io-fds/" nm, IO, 1, A_IOFDS, how, 0)
 
 static const Case cases[] = {
     /* VERSION */
@@ -686,6 +840,25 @@ static const Case cases[] = {
     FAIL("region-info/bar-no-access", RI, 2, A_FIELD32, 4, 0,
          "neither readable"),
     OK("region-info/argsz-lies", RI, 1, A_FIELD32, 0, 4096),
+    /* a BAR offered for mmap wrongly stays on messages */
+    MMAP("no-fd", MMAP_NO_FD),
+    MMAP("dev-null", MMAP_DEV_NULL),
+    MMAP("file-too-short", MMAP_FILE_SHORT),
+    MMAP("cap-loop", MMAP_CAP_LOOP),
+    MMAP("area-unaligned", MMAP_UNALIGNED),
+    MMAP("two-files", MMAP_TWO_FILES),
+    MMAP("areas-huge", MMAP_AREAS_HUGE),
+    MMAP("area-outside", MMAP_AREA_OUTSIDE),
+    /* a bad doorbell is skipped */
+    IOFDS("pipe-not-eventfd", IOFD_PIPE),
+    IOFDS("outside-bar", IOFD_OUTSIDE),
+    IOFDS("fd-index", IOFD_BAD_INDEX),
+    IOFDS("count-huge", IOFD_COUNT_HUGE),
+    IOFDS("ioregionfd", IOFD_REGIONFD),
+    IOFDS("size-3", IOFD_SIZE_3),
+    IOFDS("flags-unknown", IOFD_FLAGS),
+    IOFDS("argsz-lies", IOFD_ARGSZ_LIES),
+    IOFDS("unaligned", IOFD_UNALIGNED),
     /* config space read */
     FAIL("config/short", RR, 1, A_SHORT, 20, 0, "bad reply"),
     FAIL("config/count-lies", RR, 1, A_FIELD32, 12, 16, "bad reply"),
