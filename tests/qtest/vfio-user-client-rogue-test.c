@@ -686,6 +686,13 @@ static const Case cases[] = {
     FAIL("region-info/bar-no-access", RI, 2, A_FIELD32, 4, 0,
          "neither readable"),
     OK("region-info/argsz-lies", RI, 1, A_FIELD32, 0, 4096),
+    /* the fds that may come are closed: the fd count tells */
+    OK("region-info/with-fd", RI, 2, A_FDS, 1, 0),
+    OK("region-info/cap-offset-outside", RI, 2, A_FIELD32, 12, 0x10000),
+    OK("version/with-fd", VFU_CMD_VERSION, 1, A_FDS, 1, 0),
+    FAIL("version/with-two-fds", VFU_CMD_VERSION, 1, A_FDS, 2, 0,
+         "file descriptors"),
+    FAIL("irq-info/with-fds", II, 1, A_FDS, 3, 0, "file descriptors"),
     /* config space read */
     FAIL("config/short", RR, 1, A_SHORT, 20, 0, "bad reply"),
     FAIL("config/count-lies", RR, 1, A_FIELD32, 12, 16, "bad reply"),
