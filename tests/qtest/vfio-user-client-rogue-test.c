@@ -75,6 +75,7 @@ typedef struct Case {
     const char *reason;
     const char *str;
     int err;
+    int max_maps;       /* PLUG_OK: DMA_MAPs the server may have seen */
 } Case;
 
 typedef struct Rogue {
@@ -575,6 +576,12 @@ static void test_case(gconstpointer opaque)
         if (k->expect == PLUG_OK) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+            if (k->max_maps) {
+                /* read by the server thread, done with the plug */
+                g_test_message("%d DMA_MAPs", r->seen[VFU_CMD_DMA_MAP]);
+                g_assert_cmpint(r->seen[VFU_CMD_DMA_MAP], >, 0);
+                g_assert_cmpint(r->seen[VFU_CMD_DMA_MAP], <=, k->max_maps);
+            }
         } else if (k->expect == BAD_ONCE) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
@@ -636,6 +643,9 @@ static const Case cases[] = {
     VERSION_JSON("version/xfer-size-tiny", 0, 2,
                  "{\"capabilities\":{\"max_data_xfer_size\":1}}",
                  "max_data_xfer_size"),
+    /* the client sends no more mappings than the server takes */
+    { "version/max-dma-maps-2", VFU_CMD_VERSION, 1, A_VERSION, 0, 2,
+      PLUG_OK, NULL, "{\"capabilities\":{\"max_dma_maps\":2}}", 0, 2 },
     VERSION_JSON("version/pgsizes-zero", 0, 2,
                  "{\"capabilities\":{\"pgsizes\":0}}", "pgsizes"),
     FAIL("version/short", VFU_CMD_VERSION, 1, A_SHORT, 2, 0, "bad reply"),
