@@ -30,7 +30,7 @@
 #define ROGUE_SLOT      4
 #define GOOD_SLOT       5
 #define BAR0_MAGIC      0xcafe0001
-#define MSG_TIMEOUT_MS  500
+#define MSG_TIMEOUT_MS  1000
 /* Case.nth: the first BAR0 read, whatever came before */
 #define BAR0_READ       -1
 
