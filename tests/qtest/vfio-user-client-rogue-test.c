@@ -30,7 +30,7 @@
 #define ROGUE_SLOT      4
 #define GOOD_SLOT       5
 #define BAR0_MAGIC      0xcafe0001
-#define MSG_TIMEOUT_MS  500
+#define MSG_TIMEOUT_MS  1000
 /* Case.nth: the first BAR0 read, whatever came before */
 #define BAR0_READ       -1
 
@@ -88,6 +88,7 @@ typedef struct Case {
     const char *reason;
     const char *str;
     int err;
+    int max_maps;       /* PLUG_OK: DMA_MAPs the server may have seen */
 } Case;
 
 typedef struct Rogue {
@@ -725,6 +726,12 @@ static void test_case(gconstpointer opaque)
             /* writes reach the server (no bogus doorbell or mapping) */
             qpci_io_writel(dev, bar, 8, 0x12345678);
             g_assert_cmphex(qpci_io_readl(dev, bar, 8), ==, 0x12345678);
+            if (k->max_maps) {
+                /* read by the server thread, done with the plug */
+                g_test_message("%d DMA_MAPs", r->seen[VFU_CMD_DMA_MAP]);
+                g_assert_cmpint(r->seen[VFU_CMD_DMA_MAP], >, 0);
+                g_assert_cmpint(r->seen[VFU_CMD_DMA_MAP], <=, k->max_maps);
+            }
         } else if (k->expect == BAD_ONCE) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
@@ -790,6 +797,9 @@ static const Case cases[] = {
     VERSION_JSON("version/xfer-size-tiny", 0, 2,
                  "{\"capabilities\":{\"max_data_xfer_size\":1}}",
                  "max_data_xfer_size"),
+    /* the client sends no more mappings than the server takes */
+    { "version/max-dma-maps-2", VFU_CMD_VERSION, 1, A_VERSION, 0, 2,
+      PLUG_OK, NULL, "{\"capabilities\":{\"max_dma_maps\":2}}", 0, 2 },
     VERSION_JSON("version/pgsizes-zero", 0, 2,
                  "{\"capabilities\":{\"pgsizes\":0}}", "pgsizes"),
     FAIL("version/short", VFU_CMD_VERSION, 1, A_SHORT, 2, 0, "bad reply"),
@@ -859,6 +869,13 @@ static const Case cases[] = {
     IOFDS("flags-unknown", IOFD_FLAGS),
     IOFDS("argsz-lies", IOFD_ARGSZ_LIES),
     IOFDS("unaligned", IOFD_UNALIGNED),
+    /* the fds that may come are closed: the fd count tells */
+    OK("region-info/with-fd", RI, 2, A_FDS, 1, 0),
+    OK("region-info/cap-offset-outside", RI, 2, A_FIELD32, 12, 0x10000),
+    OK("version/with-fd", VFU_CMD_VERSION, 1, A_FDS, 1, 0),
+    FAIL("version/with-two-fds", VFU_CMD_VERSION, 1, A_FDS, 2, 0,
+         "file descriptors"),
+    FAIL("irq-info/with-fds", II, 1, A_FDS, 3, 0, "file descriptors"),
     /* config space read */
     FAIL("config/short", RR, 1, A_SHORT, 20, 0, "bad reply"),
     FAIL("config/count-lies", RR, 1, A_FIELD32, 12, 16, "bad reply"),

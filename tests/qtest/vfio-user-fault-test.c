@@ -119,19 +119,23 @@ static GPid remote_start(const char *sock, bool confined)
     return vu_spawn_server((char **)argv->pdata, sock);
 }
 
-static void vm_start(Vm *vm, const char *sock, bool memfd)
+/* @errlog: where QEMU's stderr goes (libqtest runs it with sh -c) */
+static void vm_start_log(Vm *vm, const char *sock, bool memfd,
+                         const char *errlog)
 {
     g_autofree char *pidfile = g_strdup_printf("%s/vm.pid", tmpdir);
+    g_autofree char *redirect = errlog ? g_strdup_printf("2>%s", errlog)
+                                       : g_strdup("");
     g_autofree char *pid = NULL;
     uint64_t size;
 
     vm->qts = qtest_initf(VU_FW_ARGS "-M pc%s -m 64M %s -pidfile %s "
                           "-device vfio-user-pci,socket=%s,id=edu,addr=04.0,"
-                          "x-msg-timeout=2000",
+                          "x-msg-timeout=2000 %s",
                           memfd ? ",memory-backend=mem" : "",
                           memfd ? "-object memory-backend-memfd,id=mem,"
                                   "size=64M,share=on" : "",
-                          pidfile, sock);
+                          pidfile, sock, redirect);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     unlink(pidfile);
     vm->pid = atoi(pid);
@@ -139,6 +143,11 @@ static void vm_start(Vm *vm, const char *sock, bool memfd)
     vm->dev = vu_find_dev(vm->bus, DEVFN);
     vm->bar = qpci_iomap(vm->dev, 0, &size);
     g_assert_cmpuint(size, ==, 1024 * 1024);
+}
+
+static void vm_start(Vm *vm, const char *sock, bool memfd)
+{
+    vm_start_log(vm, sock, memfd, NULL);
 }
 
 static void vm_free(Vm *vm)
@@ -198,12 +207,15 @@ static void test_server_killed(gconstpointer opaque)
 {
     bool memfd = GPOINTER_TO_INT(opaque);
     g_autofree char *sock = g_strdup_printf("%s/killed.sock", tmpdir);
+    g_autofree char *errlog = g_strdup_printf("%s/killed.err", tmpdir);
+    g_autofree char *err = NULL;
     GPid remote = remote_start(sock, false);
     GThread *killer;
+    const char *p;
+    int i, nerr = 0;
     Vm vm;
-    int i;
 
-    vm_start(&vm, sock, memfd);
+    vm_start_log(&vm, sock, memfd, errlog);
     vm_use_edu(&vm);
     killer = g_thread_new("killer", kill_later, GINT_TO_POINTER(remote));
     for (i = 0; i < 100000; i++) {
@@ -231,6 +243,15 @@ static void test_server_killed(gconstpointer opaque)
     qpci_unplug_acpi_device_test(vm.qts, "edu", 4);
     vm_check_alive(&vm);
     vm_stop(&vm);
+    /* one clear error, naming the socket */
+    g_assert(g_file_get_contents(errlog, &err, NULL, NULL));
+    g_test_message("QEMU said: %s", err);
+    for (p = err; (p = strstr(p, "lost the server")); p++) {
+        nerr++;
+    }
+    g_assert_cmpint(nerr, ==, 1);
+    g_assert(strstr(err, sock));
+    unlink(errlog);
     unlink(sock);
 }
 

@@ -26,7 +26,7 @@
 #define HANGUP  1000
 
 /* ms the remote waits for us: keeps the fault cases short */
-#define REMOTE_TIMEOUT_MS   1000
+#define REMOTE_TIMEOUT_MS   3000
 
 static char *sock_a, *sock_b, *pidfile, *tmpdir;
 static QTestState *qts;
