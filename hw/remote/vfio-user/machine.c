@@ -133,6 +133,17 @@ static void vfu_remote_machine_unplug(HotplugHandler *hotplug_dev,
     qdev_unrealize(dev);
 }
 
+/*
+ * A virtio device without iommu_platform does its DMA to the process's
+ * system memory, which has nothing in it here: its DMA must go through
+ * the PCI DMA address space, to the client.  Only a modern (virtio 1.0)
+ * device can offer that.
+ */
+static GlobalProperty vfu_remote_compat[] = {
+    { "virtio-device", "iommu_platform", "on" },
+    { "virtio-pci", "disable-legacy", "on" },
+};
+
 static void vfu_remote_machine_class_init(ObjectClass *oc, void *data)
 {
     MachineClass *mc = MACHINE_CLASS(oc);
@@ -148,6 +159,8 @@ static void vfu_remote_machine_class_init(ObjectClass *oc, void *data)
     mc->no_floppy = 1;
     mc->no_cdrom = 1;
     mc->no_sdcard = 1;
+    compat_props_add(mc->compat_props, vfu_remote_compat,
+                     G_N_ELEMENTS(vfu_remote_compat));
     hc->plug = vfu_remote_machine_plug;
     hc->unplug = vfu_remote_machine_unplug;
 }

@@ -924,6 +924,13 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
                    vfu_server_id(s), s->device);
         return false;
     }
+    if (object_property_find(OBJECT(pdev), "iommu_platform") &&
+        !object_property_get_bool(OBJECT(pdev), "iommu_platform", NULL)) {
+        error_setg(errp, "vfio-user-server '%s': virtio device '%s' needs "
+                   "iommu_platform=on, or its DMA misses the client's memory",
+                   vfu_server_id(s), s->device);
+        return false;
+    }
     if (!vfu_remote_machine_claim(pdev, OBJECT(s), errp)) {
         error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
         return false;
