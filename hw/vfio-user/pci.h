@@ -45,6 +45,7 @@ struct VfuPciDevice {
     char *socket_path;
     bool secure_dma;
     uint32_t msg_timeout_ms;
+    bool posted_writes;     /* BAR writes go out flagged No_reply */
 
     VfuConn *conn;
     bool dead;              /* server gone: the device is inert */
