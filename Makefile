@@ -3,6 +3,8 @@
 #   make          set up (packages, source, graft) and build qemu-system-x86_64
 #   make check    build and run every unit test and qtest of ours
 #   make demo     run the end-to-end demo (see README.md)
+#   make bench    measure speed against raw sockets and in-process devices
+#                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
 
 BUILD_ROOT ?= $(CURDIR)/build
 export BUILD_ROOT
@@ -25,7 +27,7 @@ TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all setup build peers check demo guest clean distclean FORCE
+.PHONY: all setup build peers check demo guest bench clean distclean FORCE
 
 all: build
 
@@ -58,6 +60,17 @@ guest:
 
 demo: build guest
 	@scripts/vfio-user-demo.sh
+
+# Not a test: prints a table and writes $(BUILD_ROOT)/bench/results.csv;
+# nothing fails on time.  See docs/devel/vfio-user-performance.rst.
+BENCH_DIR := $(BUILD_ROOT)/bench
+$(BENCH_DIR)/vfu-sockbench: scripts/bench/vfu-sockbench.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -O2 -Wall -o $@ $<
+
+bench: build guest $(BENCH_DIR)/vfu-sockbench
+	@python3 scripts/vfio-user-bench.py --sockbench $(BENCH_DIR)/vfu-sockbench \
+	    --csv $(BENCH_DIR)/results.csv $(BENCH_ARGS)
 
 clean:
 	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean

@@ -15,12 +15,14 @@
 # the host's own /boot and module tree are never touched.
 #
 # Guest interface (kernel command line; /init reads /proc/cmdline):
-#   vfu.test=NAME      scenario: lspci, nvme-rw, shell (default: lspci)
+#   vfu.test=NAME      scenario: lspci, nvme-rw, dd-bench, shell (default: lspci)
 #   vfu.dev=PATH       block device of nvme-rw (default /dev/nvme0n1)
 #   vfu.len=BYTES      bytes of nvme-rw's region A / B (default 1048576)
 #   vfu.a=BYTES        offset of region A (default 0)
 #   vfu.b=BYTES        offset of region B (default 4194304)
 #   vfu.sha=HEX        sha256 the host expects of region A
+#   vfu.mb=MIB         dd-bench: MiB per dd (default 16)
+#   vfu.bs=N,N,...     dd-bench: block sizes (default 4096)
 #   vfu.timeout=SECS   watchdog: FAIL and power off after SECS (default 60)
 # Output goes to ttyS0; result lines start with `VFU-` (VFU-RESULT: PASS|FAIL
 # ends every scenario) and the guest then powers off (`poweroff -f`; after a
@@ -247,9 +249,33 @@ nvme_rw() {
     echo "VFU-RESULT: PASS"
 }
 
+# make bench: direct-I/O sequential read and write of vfu.mb MiB at each
+# block size in vfu.bs (comma-separated); the host computes MiB/s from the
+# uptime stamps around each dd.
+dd_bench() {
+    dev=$(arg dev /dev/nvme0n1)
+    mb=$(arg mb 16)
+    wait_for "$dev" || fail "$dev did not appear"
+    for bs in $(arg bs 4096 | tr ',' ' '); do
+        count=$((mb * 1048576 / bs))
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        dd if="$dev" of=/dev/null bs=$bs count=$count iflag=direct 2>/dev/null ||
+            fail "direct read of $dev failed"
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "VFU-DD: read bs=$bs bytes=$((count * bs)) t0=$t0 t1=$t1"
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        dd if=/dev/zero of="$dev" bs=$bs count=$count oflag=direct 2>/dev/null ||
+            fail "direct write to $dev failed"
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "VFU-DD: write bs=$bs bytes=$((count * bs)) t0=$t0 t1=$t1"
+    done
+    echo "VFU-RESULT: PASS"
+}
+
 case $(arg test lspci) in
 lspci)   show_pci; echo "VFU-RESULT: PASS" ;;
 nvme-rw) show_pci; nvme_rw ;;
+dd-bench) dd_bench ;;
 shell)   setsid cttyhack sh ;;
 *)       fail "unknown vfu.test=$(arg test '')" ;;
 esac

@@ -147,9 +147,34 @@ static int vfu_pci_region_read(VfuPciDevice *dev, uint32_t region,
     return 0;
 }
 
+/* Send a request flagged No_reply: it is not waited for. */
+static int vfu_pci_post(VfuPciDevice *dev, uint16_t cmd, void *payload,
+                        size_t len, Error **errp)
+{
+    Error *local_err = NULL;
+    int ret;
+
+    if (dev->dead) {
+        error_setg(errp, "vfio-user-pci %s: the server is gone", dev_name(dev));
+        return -ECONNRESET;
+    }
+    ret = vfu_conn_post(dev->conn, cmd, payload, len, &local_err);
+    if (ret) {
+        if (vfu_conn_is_broken(dev->conn)) {
+            vfu_pci_set_dead(dev, local_err);
+        }
+        error_propagate(errp, local_err);
+    }
+    return ret;
+}
+
+/*
+ * With @posted the write is not acknowledged: the server serves requests
+ * in order, so a later read or acked request still sees its effect.
+ */
 static int vfu_pci_region_write(VfuPciDevice *dev, uint32_t region,
                                 uint64_t offset, const void *buf,
-                                uint32_t count, Error **errp)
+                                uint32_t count, bool posted, Error **errp)
 {
     struct QEMU_PACKED {
         VfuRegionAccess hdr;
@@ -168,6 +193,10 @@ static int vfu_pci_region_write(VfuPciDevice *dev, uint32_t region,
     req->region = region;
     req->count = count;
     memcpy(req->data, buf, count);
+    if (posted) {
+        return vfu_pci_post(dev, VFU_CMD_REGION_WRITE, req,
+                            sizeof(VfuRegionAccess) + count, errp);
+    }
     return vfu_pci_call(dev, VFU_CMD_REGION_WRITE, req,
                         sizeof(VfuRegionAccess) + count, NULL, 0, NULL, errp);
 }
@@ -210,7 +239,8 @@ static void vfu_pci_bar_write(void *opaque, hwaddr addr, uint64_t val,
     }
     trace_vfio_user_pci_bar_write(dev_name(dev), bar->index, addr, size, val);
     stn_le_p(buf, size, val);
-    if (vfu_pci_region_write(dev, bar->index, addr, buf, size, &err)) {
+    if (vfu_pci_region_write(dev, bar->index, addr, buf, size,
+                             dev->posted_writes, &err)) {
         if (!dev->dead) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s\n", error_get_pretty(err));
         }
@@ -301,7 +331,7 @@ static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
         !dev->dead) {
         stl_le_p(buf, val);
         if (vfu_pci_region_write(dev, VFU_PCI_CONFIG_REGION, addr, buf, len,
-                                 &err)) {
+                                 false, &err)) {
             error_free(err);
         }
     }
@@ -840,6 +870,7 @@ static Property vfu_pci_properties[] = {
     DEFINE_PROP_BOOL("x-no-ioeventfd", VfuPciDevice, no_ioeventfd, false),
     DEFINE_PROP_UINT32("x-msg-timeout", VfuPciDevice, msg_timeout_ms,
                        VFU_DEFAULT_TIMEOUT_MS),
+    DEFINE_PROP_BOOL("x-posted-writes", VfuPciDevice, posted_writes, true),
     DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -863,6 +894,10 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     object_class_property_set_description(klass, "x-no-ioeventfd",
         "send every BAR write as a message, even to doorbells the server "
         "offers as ioeventfds (default off)");
+    object_class_property_set_description(klass, "x-posted-writes",
+        "send BAR writes without waiting for the server to acknowledge "
+        "them (No_reply); config space writes are always acknowledged "
+        "(default on)");
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds to wait for a reply from the server before giving up "
         "on it (default 5000)");

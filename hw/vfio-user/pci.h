@@ -63,6 +63,7 @@ struct VfuPciDevice {
     bool no_mmap;
     bool no_ioeventfd;
     uint32_t msg_timeout_ms;
+    bool posted_writes;     /* BAR writes go out flagged No_reply */
 
     VfuConn *conn;
     bool dead;              /* server gone: the device is inert */

@@ -179,6 +179,7 @@ typedef enum Misbehave {
     SILENT,             /* never answers GET_INFO */
     CLOSE_ON_BAR_READ,  /* closes the socket mid-request */
     GARBAGE_HEADER,     /* answers a BAR read with a broken header */
+    REPLY_POSTED,       /* answers No_reply writes anyway */
 } Misbehave;
 
 /* A DMA_MAP the scripted server received */
@@ -214,6 +215,10 @@ typedef struct DmaProbe {
 } DmaProbe;
 
 #define FAKE_GO_OFFSET  0x3c
+/* BAR0 writes here are logged in order; writes to FAIL fail */
+#define FAKE_LOG_OFFSET  0x30
+#define FAKE_FAIL_OFFSET 0x34
+#define FAKE_LOG_MAX     64
 
 typedef struct FakeServer {
     Misbehave how;
@@ -224,6 +229,10 @@ typedef struct FakeServer {
     uint32_t bar0[16];
     int resets;
     int bar_reads;
+    int posted_writes, acked_writes;    /* BAR0 REGION_WRITEs */
+    int posted_config_writes;
+    uint32_t log[FAKE_LOG_MAX];
+    int nlog;
     /* shared with the test thread, under @lock */
     GMutex lock;
     GArray *maps;           /* FakeMap, in the order received */
@@ -372,6 +381,30 @@ static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
         }
         r.a = *a;
         if (m->hdr.command == VFU_CMD_REGION_WRITE) {
+            bool posted = m->hdr.flags & VFU_F_NO_REPLY;
+
+            if (a->region == VFU_PCI_CONFIG_REGION && posted) {
+                fs->posted_config_writes++;
+            }
+            if (a->region == 0) {
+                *(posted ? &fs->posted_writes : &fs->acked_writes) += 1;
+            }
+            if (posted && fs->how == REPLY_POSTED) {
+                /* a peer that ignores No_reply: the client drops these */
+                bool fail = a->region == 0 && a->offset == FAKE_FAIL_OFFSET;
+
+                vfu_conn_send(c, m->hdr.command, m->hdr.msg_id,
+                              VFU_F_TYPE_REPLY | (fail ? VFU_F_ERROR : 0),
+                              fail ? EIO : 0, fail ? NULL : &r.a,
+                              fail ? 0 : sizeof(r.a), NULL, 0, NULL);
+            }
+            if (a->region == 0 && a->offset == FAKE_FAIL_OFFSET) {
+                return -EIO;
+            }
+            if (a->region == 0 && a->offset == FAKE_LOG_OFFSET &&
+                a->count == 4 && fs->nlog < FAKE_LOG_MAX) {
+                fs->log[fs->nlog++] = ldl_le_p(a->data);
+            }
             if (a->region == 0 && a->offset == FAKE_GO_OFFSET) {
                 fake_go(fs, c);
                 if (vfu_conn_is_broken(c)) {
@@ -562,6 +595,62 @@ static void test_fake_good(void)
     qobject_unref(rsp);
     qtest_qmp_eventwait(qts, "RESET");
     g_assert_cmpint(fs->resets, >=, 1);
+
+    g_free(dev);
+    qpci_free_pc(bus);
+    qpci_unplug_acpi_device_test(qts, "vu", 4);
+    qtest_quit(qts);
+    fake_server_free(fs);
+}
+
+/*
+ * BAR writes are posted (No_reply) unless x-posted-writes=off, arrive in
+ * order before a later read is answered; a failing one changes nothing
+ * for the writes after it; config writes are always acked; stray replies
+ * from a peer that answers posted writes anyway are dropped.
+ */
+static void test_posted(gconstpointer opaque)
+{
+    const char *mode = opaque;
+    bool posted = strcmp(mode, "off") != 0;
+    QTestState *qts = vm_start();
+    FakeServer *fs = fake_server_start(strcmp(mode, "stray-replies") ?
+                                       BEHAVE : REPLY_POSTED);
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar;
+    QDict *rsp;
+
+    rsp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                    "'driver': 'vfio-user-pci', 'id': 'vu', 'socket': %s,"
+                    "'x-posted-writes': %i, 'addr': '04.0'}}", fs->path,
+                    posted);
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    bus = qpci_new_pc(qts, NULL);
+    dev = vu_find_dev(bus, DEVFN);
+    bar = qpci_iomap(dev, 0, NULL);
+
+    for (uint32_t v = 1; v <= 40; v++) {
+        qpci_io_writel(dev, bar, FAKE_LOG_OFFSET, v * 0x01010101u);
+        if (v == 20) {
+            qpci_io_writel(dev, bar, FAKE_FAIL_OFFSET, 0xdead);
+        }
+    }
+    qpci_io_writel(dev, bar, 8, 0x12345678);
+    g_assert_cmphex(qpci_io_readl(dev, bar, 8), ==, 0x12345678);
+    g_assert_cmpint(fs->nlog, ==, 40);
+    for (int i = 0; i < 40; i++) {
+        g_assert_cmphex(fs->log[i], ==, (i + 1) * 0x01010101u);
+    }
+    g_assert_cmpint(fs->posted_writes, ==, posted ? 42 : 0);
+    g_assert_cmpint(fs->acked_writes, ==, posted ? 0 : 42);
+    qpci_config_writew(dev, PCI_COMMAND,
+                       qpci_config_readw(dev, PCI_COMMAND) | PCI_COMMAND_MASTER);
+    g_assert_cmpint(fs->posted_config_writes, ==, 0);
+    rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
 
     g_free(dev);
     qpci_free_pc(bus);
@@ -767,9 +856,15 @@ static void dma_test_start(DmaTest *t, bool secure)
                         "-object memory-backend-memfd,id=mem,size=64M,"
                         "share=on");
     t->fs = fake_server_start(BEHAVE);
+    /*
+     * Acked BAR writes: the scripted server takes the next message after
+     * its probe for the answer, and the GO write must keep the client
+     * waiting until then.
+     */
     rsp = qtest_qmp(t->qts, "{'execute': 'device_add', 'arguments': {"
                     "'driver': 'vfio-user-pci', 'id': 'vu', 'socket': %s,"
-                    "'secure-dma': %i, 'addr': '04.0'}}", t->fs->path, secure);
+                    "'secure-dma': %i, 'x-posted-writes': false,"
+                    "'addr': '04.0'}}", t->fs->path, secure);
     g_assert(qdict_haskey(rsp, "return"));
     qobject_unref(rsp);
     t->bus = qpci_new_pc(t->qts, NULL);
@@ -1012,6 +1107,10 @@ int main(int argc, char **argv)
         qtest_add_data_func(p, &bad[i], test_bad_server);
     }
     qtest_add_func("/vfio-user-pci/fake/good", test_fake_good);
+    qtest_add_data_func("/vfio-user-pci/posted/on", "on", test_posted);
+    qtest_add_data_func("/vfio-user-pci/posted/off", "off", test_posted);
+    qtest_add_data_func("/vfio-user-pci/posted/stray-replies",
+                        "stray-replies", test_posted);
     qtest_add_data_func("/vfio-user-pci/fail/close-mid-request",
                         GINT_TO_POINTER(CLOSE_ON_BAR_READ), test_fake_dies);
     qtest_add_data_func("/vfio-user-pci/fail/garbage-reply",

@@ -15,6 +15,7 @@
 #include "qemu/bswap.h"
 #include "qom/object.h"
 #include "exec/memory.h"
+#include "exec/memory-bulk.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
 
@@ -83,13 +84,6 @@ static const TypeInfo vfu_dma_mapping_info = {
     .instance_finalize = vfu_dma_mapping_finalize,
 };
 
-static void vfu_dma_register_types(void)
-{
-    type_register_static(&vfu_dma_mapping_info);
-}
-
-type_init(vfu_dma_register_types)
-
 /* Accesses outside any mapping: master abort, never other memory. */
 static MemTxResult vfu_dma_abort_read(void *opaque, hwaddr addr,
                                       uint64_t *data, unsigned size,
@@ -118,6 +112,50 @@ static const MemoryRegionOps vfu_dma_abort_ops = {
     .endianness = DEVICE_LITTLE_ENDIAN,
     .valid = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
     .impl = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
+};
+
+/*
+ * A whole range outside any mapping: one fault, not one per 8 bytes.  The
+ * background region is visible up to the next mapping only.
+ */
+static hwaddr vfu_dma_unmapped_len(VfuDmaSpace *s, hwaddr addr, hwaddr len)
+{
+    for (GList *l = s->maps; l; l = l->next) {
+        VfuDmaMapping *m = l->data;
+
+        if (m->iova > addr && m->iova - addr < len) {
+            len = m->iova - addr;
+        }
+    }
+    return len;
+}
+
+static MemTxResult vfu_dma_abort_bulk_read(void *opaque, hwaddr addr,
+                                           void *buf, hwaddr *len,
+                                           MemTxAttrs attrs)
+{
+    VfuDmaSpace *s = opaque;
+
+    *len = vfu_dma_unmapped_len(s, addr, *len);
+    trace_vfio_user_srv_dma_fault(s->devfn, addr, *len, false);
+    memset(buf, 0xff, *len);
+    return MEMTX_DECODE_ERROR;
+}
+
+static MemTxResult vfu_dma_abort_bulk_write(void *opaque, hwaddr addr,
+                                            const void *buf, hwaddr *len,
+                                            MemTxAttrs attrs)
+{
+    VfuDmaSpace *s = opaque;
+
+    *len = vfu_dma_unmapped_len(s, addr, *len);
+    trace_vfio_user_srv_dma_fault(s->devfn, addr, *len, true);
+    return MEMTX_DECODE_ERROR;
+}
+
+static const MemoryRegionBulkOps vfu_dma_abort_bulk_ops = {
+    .read = vfu_dma_abort_bulk_read,
+    .write = vfu_dma_abort_bulk_write,
 };
 
 /* Accesses to a mapping without an fd: the client serves them. */
@@ -163,6 +201,65 @@ static const MemoryRegionOps vfu_dma_peer_ops = {
     .valid = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
     .impl = { .min_access_size = 1, .max_access_size = 8, .unaligned = true },
 };
+
+/*
+ * The same, a whole range at a time: address_space_read/write() of a
+ * device (edu, nvme's bounce buffer) becomes one DMA_READ/DMA_WRITE per
+ * max_data_xfer_size instead of one per 8 bytes.
+ */
+static MemTxResult vfu_dma_peer_bulk(VfuDmaMapping *map, hwaddr addr,
+                                     void *buf, hwaddr *len, bool is_write)
+{
+    VfuDmaSpace *s = map->space;
+    uint32_t perm = is_write ? VFU_DMA_MAP_F_WRITE : VFU_DMA_MAP_F_READ;
+
+    /* mappings never overlap: the region is visible to its end */
+    if (addr >= map->size) {
+        *len = 1;   /* cannot happen; fail a byte rather than loop */
+        return MEMTX_DECODE_ERROR;
+    }
+    *len = MIN(*len, map->size - addr);
+    if (!(map->flags & perm) || !s->peer_fn) {
+        trace_vfio_user_srv_dma_fault(s->devfn, map->iova + addr, *len,
+                                      is_write);
+        return MEMTX_DECODE_ERROR;
+    }
+    return s->peer_fn(s->peer_opaque, map->iova + addr, buf, *len, is_write);
+}
+
+static MemTxResult vfu_dma_peer_bulk_read(void *opaque, hwaddr addr,
+                                          void *buf, hwaddr *len,
+                                          MemTxAttrs attrs)
+{
+    MemTxResult r = vfu_dma_peer_bulk(opaque, addr, buf, len, false);
+
+    if (r != MEMTX_OK) {
+        memset(buf, 0xff, *len);    /* like a master abort */
+    }
+    return r;
+}
+
+static MemTxResult vfu_dma_peer_bulk_write(void *opaque, hwaddr addr,
+                                           const void *buf, hwaddr *len,
+                                           MemTxAttrs attrs)
+{
+    /* the peer function only reads @buf when writing */
+    return vfu_dma_peer_bulk(opaque, addr, (void *)buf, len, true);
+}
+
+static const MemoryRegionBulkOps vfu_dma_peer_bulk_ops = {
+    .read = vfu_dma_peer_bulk_read,
+    .write = vfu_dma_peer_bulk_write,
+};
+
+static void vfu_dma_register_types(void)
+{
+    type_register_static(&vfu_dma_mapping_info);
+    memory_region_ops_set_bulk(&vfu_dma_abort_ops, &vfu_dma_abort_bulk_ops);
+    memory_region_ops_set_bulk(&vfu_dma_peer_ops, &vfu_dma_peer_bulk_ops);
+}
+
+type_init(vfu_dma_register_types)
 
 VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn)
 {
