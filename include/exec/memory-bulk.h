@@ -6,8 +6,10 @@
  * are forwarded elsewhere (a vfio-user client serving a server's DMA as
  * messages) pays a round trip per piece.  Ops registered here get the
  * whole part of a memory transaction that falls into one of their
- * regions in a single call instead.  Guest CPU accesses (TCG/KVM MMIO
- * exits) are unchanged: they are never larger than 8 bytes anyway.
+ * regions in a single call instead, and address_space_map() gives their
+ * regions bounce buffers of their own, larger than a page and many at a
+ * time, so a DMA scatter list is mapped as a whole.  Guest CPU accesses
+ * (TCG/KVM MMIO exits) are unchanged: they are never larger than 8 bytes.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
