@@ -26,7 +26,8 @@
 # each as `VFU-STEP: NAME PASS|FAIL [why]`, then waits to be stopped):
 #   vfu.vsha=HEX       as vfu.sha, for /dev/vda (virtio-blk; step skipped if unset)
 #   vfu.hsha=HEX       as vfu.sha, for the hot-plugged nvme (serial vfuhot)
-#   vfu.net=IP:PORT    HTTP service: GET /blob; POST /upload takes base64
+#   vfu.net=IP:PORT    HTTP service (step skipped if unset): GET /blob;
+#                      POST /upload takes base64
 #                      and answers the sha256 of the decoded bytes
 #   vfu.nsha=HEX       sha256 of /blob
 # Output goes to ttyS0; result lines start with `VFU-` (VFU-RESULT: PASS|FAIL
@@ -286,15 +287,17 @@ e2e_net() {
     echo "VFU-NET: eth0 $(ip -4 -o addr show eth0 | sed -n 's/.* inet \([^ ]*\).*/\1/p')" \
          "via DHCP, router $(ip route | sed -n 's/^default via \([^ ]*\).*/\1/p')"
     # (busybox 1.35's wget crashes with -T: timeout bounds it instead)
-    timeout 60 wget -q -O /tmp/dl "http://$net/blob" || { why="GET http://$net/blob failed"; return 1; }
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    timeout 150 wget -q -O /tmp/dl "http://$net/blob" ||
+        { why="GET http://$net/blob failed (got $(wc -c </tmp/dl) bytes)"; return 1; }
     got=$(sha256sum /tmp/dl | cut -d' ' -f1)
-    echo "VFU-NET: GET /blob $(wc -c </tmp/dl) bytes, sha256 $got"
+    echo "VFU-NET: GET /blob $(wc -c </tmp/dl) bytes in $t0..$(cut -d' ' -f1 /proc/uptime)s, sha256 $got"
     [ "$got" = "$(arg nsha '')" ] || { why="downloaded sha256 $got, host sent $(arg nsha '')"; return 1; }
     tr '\000-\376\377' '\001-\377\000' </tmp/dl >/tmp/up
     up=$(sha256sum /tmp/up | cut -d' ' -f1)
     # wget posts a file as a C string: send it base64-encoded.
     base64 /tmp/up >/tmp/up.b64
-    timeout 60 wget -q -O /tmp/resp --post-file /tmp/up.b64 "http://$net/upload" ||
+    timeout 150 wget -q -O /tmp/resp --post-file /tmp/up.b64 "http://$net/upload" ||
         { why="POST http://$net/upload failed"; return 1; }
     echo "VFU-NET: POST /upload $(wc -c </tmp/up) bytes, sha256 $up; host got $(cat /tmp/resp)"
     [ "$(cat /tmp/resp)" = "$up" ] || { why="host received sha256 $(cat /tmp/resp), sent $up"; return 1; }
@@ -344,7 +347,7 @@ e2e() {
     show_pci
     step nvme blk_rw /dev/nvme0n1 "$(arg sha '')"
     [ -z "$(arg vsha '')" ] || step virtio-blk blk_rw /dev/vda "$(arg vsha '')"
-    step e1000e e2e_net
+    [ -z "$(arg net '')" ] || step e1000e e2e_net
     step hotplug e2e_hotplug
     step crash e2e_crash
     echo "VFU-RESULT: DONE"
