@@ -1,7 +1,9 @@
 # vfio-user for QEMU: build on top of Debian 12's QEMU 7.2 source package.
 #
 #   make          set up (packages, source, graft) and build qemu-system-x86_64
-#   make check    build and run every unit test and qtest of ours
+#   make check    build and run every unit test and qtest of ours, the
+#                 end-to-end guest scenarios and the interop table
+#   make check-interop  only the cases against libvfio-user's samples
 #   make demo     run the end-to-end demo (see README.md)
 #   make bench    measure speed against raw sockets and in-process devices
 #                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
@@ -27,7 +29,8 @@ TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all setup build peers check demo guest bench clean distclean FORCE
+.PHONY: all setup build peers check check-interop demo guest bench clean \
+        distclean FORCE
 
 all: build
 
@@ -46,12 +49,29 @@ peers: setup
 	    { cat $(BUILD_ROOT)/libvfio-user-setup.log; exit 1; }
 	@ninja -C $(PEERS_BUILD) $(PEERS) | scripts/ninja-progress.sh
 
-check: setup peers
+# End-to-end scenarios: a Linux guest (make guest) uses remote devices,
+# one boot per DMA mode; logs in $(BUILD_ROOT)/e2e.
+E2E := scripts/vfio-user-e2e.py --qemu $(QEMU_BIN) --guest $(BUILD_ROOT)/guest \
+       --logs $(BUILD_ROOT)/e2e
+
+check: setup peers guest
 	@echo "make: building qemu-system-x86_64 and the tests"
 	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(TEST_BINS) | \
 	    scripts/ninja-progress.sh
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
-	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples $(TEST_BINS)
+	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples $(TEST_BINS) \
+	    --script "python3 $(E2E)"
+
+# Our client and server against libvfio-user's samples: the interop cases
+# of the qtests, run by path, and their table.
+INTEROP_BINS := tests/qtest/vfio-user-pci-test tests/qtest/vfio-user-server-test
+
+check-interop: setup peers
+	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(INTEROP_BINS) | \
+	    scripts/ninja-progress.sh
+	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
+	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples --interop-only \
+	    $(INTEROP_BINS)
 
 # The Linux test guest (Debian kernel + busybox initramfs), cached in
 # $(BUILD_ROOT)/guest; see scripts/vfio-user-guest.sh.

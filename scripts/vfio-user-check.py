@@ -1,39 +1,100 @@
 #!/usr/bin/env python3
-"""Run the vfio-user test binaries (glib tests) and count their TAP results.
+"""Run the vfio-user tests and count their TAP results.
 
-Prints each failing case and ends with the line 'N passed, N failed'
-(', N skipped' when some were skipped).  Exits non-zero when anything
-failed, a binary crashed or timed out, or no test ran at all.
+Tests are glib test binaries (run with --tap) and scenario scripts
+(--script 'COMMAND ARGS', which print TAP themselves).  Each runs in its
+own session with a time limit; whatever it leaves running counts as a
+failure and is killed.  Prints each failing case and the table of interop
+cases, and ends with the line 'N passed, N failed' (', N skipped' when
+some were skipped).  Exits non-zero when anything failed, a test crashed
+or timed out, or no test ran at all.
+
+--interop-only runs just the interop cases of the given binaries (by path,
+with -p) and prints their table: `make check-interop`.
 """
 
 import argparse
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+# The cases that pit us against libvfio-user's samples:
+# (binary, glib test path, our side, their side).  qtest adds the target
+# architecture in front of each path.
+QTEST_ARCH = '/x86_64'
+INTEROP = [
+    ('vfio-user-pci-test', '/vfio-user-pci/libvfio-user/gpio',
+     'vfio-user-pci', 'gpio-pci-idio-16'),
+    ('vfio-user-pci-test', '/vfio-user-pci/libvfio-user/server-nofd',
+     'vfio-user-pci (secure-dma)', 'server (DMA by message)'),
+    ('vfio-user-pci-test', '/vfio-user-pci/libvfio-user/server-memfd',
+     'vfio-user-pci (memfd)', 'server (DMA by fd)'),
+    ('vfio-user-server-test', '/vfio-user/server/libvfio-user-client',
+     'vfio-user-server', 'client'),
+]
+
 TAP_RE = re.compile(r'^(ok|not ok)\s+\d+\s*(?:-\s*)?(.*?)(\s+#\s*(SKIP|TODO).*)?$',
                     re.IGNORECASE)
 
 
-def run_one(build, binary, env, timeout):
-    path = os.path.join(build, binary)
+def session_leftovers(sid):
+    """Live processes of session sid: [(pid, command line)]."""
+    found = []
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f'/proc/{d}/stat') as f:
+                rest = f.read().rsplit(')', 1)[1].split()
+            if int(rest[3]) != sid or rest[0] == 'Z':
+                continue
+            with open(f'/proc/{d}/cmdline', 'rb') as f:
+                cmd = f.read().replace(b'\0', b' ').decode(errors='replace')
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        found.append((int(d), cmd.strip()[:120]))
+    return found
+
+
+def run_one(label, argv, cwd, env, timeout, results, tail=60):
+    """Run one TAP producer; results gets (label, name, 'ok'|'FAIL'|'SKIP')."""
     passed = failed = skipped = 0
     start = time.monotonic()
-    # Output goes to a file, not a pipe: a server a test left behind must
-    # not keep us waiting for end-of-file.  Leftovers are killed with the
-    # test's process group.
+    # Output goes to a file, not a pipe: a process a test left behind must
+    # not keep us waiting for end-of-file.  The test gets its own session
+    # (sid = its pid) so that leftovers can be found and killed.
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([path, '--tap', '-k'], cwd=build, env=env,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             rc = None
+            # TERM first: a scenario script then stops its VMs itself.
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        # Anything still alive in the session after a normal exit was left
+        # behind; give exiting processes a moment before judging.
+        left = []
+        for _ in range(20):
+            left = session_leftovers(proc.pid)
+            if not left:
+                break
+            time.sleep(0.1)
+        for pid, _ in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -50,29 +111,56 @@ def run_one(build, binary, env, timeout):
         m = TAP_RE.match(line.strip())
         if not m:
             continue
+        name = m.group(2)
         if m.group(4) and m.group(4).upper() == 'SKIP':
             skipped += 1
+            results.append((label, name, 'SKIP'))
         elif m.group(1) == 'ok':
             passed += 1
+            results.append((label, name, 'ok'))
         else:
             failed += 1
             fail_lines.append(line)
+            results.append((label, name, 'FAIL'))
     broken = rc is None or rc != 0 and not failed
     secs = time.monotonic() - start
-    print(f'  {binary}: {passed} passed, {failed} failed'
+    print(f'  {label}: {passed} passed, {failed} failed'
           + (f', {skipped} skipped' if skipped else '') + f' ({secs:.1f}s)',
           flush=True)
     for line in summaries:
         print(f'    rogue-peer cases, {line}', flush=True)
     if failed or broken:
-        print('--- output of ' + binary + ' ---')
-        print('\n'.join(out.splitlines()[-60:]))
+        print('--- output of ' + label + ' ---')
+        print('\n'.join(out.splitlines()[-tail:]))
         print('---')
     if broken:
         why = 'timed out' if rc is None else f'exited with {rc}'
-        print(f'  {binary}: {why}')
+        print(f'  {label}: {why}')
+        failed += 1
+    if left:
+        print(f'  {label}: left {len(left)} process(es) behind (killed):')
+        for pid, cmd in left:
+            print(f'    {pid} {cmd}')
         failed += 1
     return passed, failed, skipped
+
+
+def interop_table(results):
+    """Print the interop cases' outcomes; return how many did not pass."""
+    by_name = {name.split()[0]: res for _, name, res in results if name}
+    rows = [('case', 'ours', 'libvfio-user', 'result')]
+    bad = 0
+    for _, path, ours, theirs in INTEROP:
+        res = by_name.get(QTEST_ARCH + path, 'not run')
+        bad += res != 'ok'
+        rows.append((path, ours, theirs, 'PASS' if res == 'ok' else res))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print('interop with libvfio-user:')
+    for i, r in enumerate(rows):
+        print('  ' + '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            print('  ' + '  '.join('-' * w for w in widths))
+    return bad
 
 
 def main():
@@ -81,8 +169,16 @@ def main():
     ap.add_argument('--qemu', required=True)
     ap.add_argument('--peers', required=True,
                     help='folder of the libvfio-user sample binaries')
-    ap.add_argument('--timeout', type=int, default=300)
-    ap.add_argument('tests', nargs='+')
+    ap.add_argument('--timeout', type=int, default=300,
+                    help='seconds each test binary may run')
+    ap.add_argument('--script', action='append', default=[],
+                    help='a TAP-printing command line, run from the source '
+                    'folder (repeatable)')
+    ap.add_argument('--script-timeout', type=int, default=900,
+                    help='seconds each script may run')
+    ap.add_argument('--interop-only', action='store_true',
+                    help='run only the interop cases of the binaries')
+    ap.add_argument('tests', nargs='*')
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -94,10 +190,36 @@ def main():
     env.setdefault('MALLOC_PERTURB_', '127')
 
     total = [0, 0, 0]
-    for t in args.tests:
-        for i, v in enumerate(run_one(args.build, t, env, args.timeout)):
+    results = []
+
+    def add(counts):
+        for i, v in enumerate(counts):
             total[i] += v
+
+    for t in args.tests:
+        argv = [os.path.join(args.build, t), '--tap', '-k']
+        if args.interop_only:
+            paths = [p for b, p, _, _ in INTEROP if b == os.path.basename(t)]
+            if not paths:
+                continue
+            for p in paths:
+                argv += ['-p', QTEST_ARCH + p]
+        add(run_one(t, argv, args.build, env, args.timeout, results))
+    for cmd in args.script:
+        argv = shlex.split(cmd)
+        label = next((os.path.basename(a) for a in argv
+                      if not os.path.basename(a).startswith('python')),
+                     argv[0])
+        # Scenario scripts print their logs after the failing lines.
+        add(run_one(label, argv, None, env, args.script_timeout, results,
+                    tail=400))
+    ran = {os.path.basename(t) for t in args.tests}
+    interop_bad = 0
+    if any(b in ran for b, _, _, _ in INTEROP):
+        interop_bad = interop_table(results)
     passed, failed, skipped = total
+    if args.interop_only and interop_bad and not failed:
+        failed = interop_bad  # a case that did not run at all
     if passed + failed == 0:
         print('no test ran')
         failed = 1

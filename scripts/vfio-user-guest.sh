@@ -15,7 +15,7 @@
 # the host's own /boot and module tree are never touched.
 #
 # Guest interface (kernel command line; /init reads /proc/cmdline):
-#   vfu.test=NAME      scenario: lspci, nvme-rw, dd-bench, shell (default: lspci)
+#   vfu.test=NAME      scenario: lspci, nvme-rw, dd-bench, e2e, shell (default: lspci)
 #   vfu.dev=PATH       block device of nvme-rw (default /dev/nvme0n1)
 #   vfu.len=BYTES      bytes of nvme-rw's region A / B (default 1048576)
 #   vfu.a=BYTES        offset of region A (default 0)
@@ -24,6 +24,14 @@
 #   vfu.mb=MIB         dd-bench: MiB per dd (default 16)
 #   vfu.bs=N,N,...     dd-bench: block sizes (default 4096)
 #   vfu.timeout=SECS   watchdog: FAIL and power off after SECS (default 60)
+# e2e (scripts/vfio-user-e2e.py drives it; it runs every step and reports
+# each as `VFU-STEP: NAME PASS|FAIL [why]`, then waits to be stopped):
+#   vfu.vsha=HEX       as vfu.sha, for /dev/vda (virtio-blk; step skipped if unset)
+#   vfu.hsha=HEX       as vfu.sha, for the hot-plugged nvme (serial vfuhot)
+#   vfu.net=IP:PORT    HTTP service (step skipped if unset): GET /blob;
+#                      POST /upload takes base64
+#                      and answers the sha256 of the decoded bytes
+#   vfu.nsha=HEX       sha256 of /blob
 # Output goes to ttyS0; result lines start with `VFU-` (VFU-RESULT: PASS|FAIL
 # ends every scenario) and the guest then powers off (`poweroff -f`; after a
 # failure a sysrq reset, which needs QEMU's -no-reboot to end the VM).
@@ -218,34 +226,40 @@ show_pci() {
 # Read region A and check its sha256 against the host's; write region B
 # as region A with every byte plus one (mod 256); the host then compares
 # region B byte for byte with what it computes from its own pattern.
-nvme_rw() {
-    dev=$(arg dev /dev/nvme0n1)
+# blk_rw DEV SHA: returns non-zero with the reason in $why on failure.
+blk_rw() {
+    dev=$1
+    want=$2
     len=$(arg len 1048576)
     a=$(arg a 0)
     b=$(arg b 4194304)
-    want=$(arg sha "")
     bs=4096
-    wait_for "$dev" || fail "$dev did not appear"
+    why=
+    wait_for "$dev" || { why="$dev did not appear"; return 1; }
     echo "VFU-DISK: $dev $(cat /sys/block/${dev##*/}/size) sectors," \
          "model '$(cat /sys/block/${dev##*/}/device/model 2>/dev/null | sed 's/ *$//')'"
     dd if="$dev" of=/tmp/a bs=$bs skip=$((a / bs)) count=$((len / bs)) 2>/dev/null ||
-        fail "read of $dev failed"
-    echo "VFU-READ: first 32 bytes: $(head -c 32 /tmp/a | hexdump -v -e '32/1 "%02x"')"
+        { why="read of $dev failed"; return 1; }
+    echo "VFU-READ: $dev first 32 bytes: $(head -c 32 /tmp/a | hexdump -v -e '32/1 "%02x"')"
     got=$(sha256sum /tmp/a | cut -d' ' -f1)
-    echo "VFU-READ: sha256 $got"
-    [ "$got" = "$want" ] || fail "region A sha256 $got, host expects $want"
-    echo "VFU-CHECK: region A matches the host's pattern"
+    echo "VFU-READ: $dev sha256 $got"
+    [ "$got" = "$want" ] || { why="region A sha256 $got, host expects $want"; return 1; }
+    echo "VFU-CHECK: $dev region A matches the host's pattern"
     # tr with octal ranges maps byte n to n+1, 0xff to 0x00.
     tr '\000-\376\377' '\001-\377\000' </tmp/a >/tmp/b
     dd if=/tmp/b of="$dev" bs=$bs seek=$((b / bs)) conv=fsync 2>/dev/null ||
-        fail "write to $dev failed"
+        { why="write to $dev failed"; return 1; }
     # Read back from the device, not the page cache.
     sync
     echo 3 >/proc/sys/vm/drop_caches
     dd if="$dev" of=/tmp/c bs=$bs skip=$((b / bs)) count=$((len / bs)) 2>/dev/null ||
-        fail "read-back of $dev failed"
-    cmp -s /tmp/b /tmp/c || fail "read-back of region B differs from what was written"
-    echo "VFU-WRITE: wrote $len bytes at offset $b, sha256 $(sha256sum /tmp/b | cut -d' ' -f1)"
+        { why="read-back of $dev failed"; return 1; }
+    cmp -s /tmp/b /tmp/c || { why="read-back of $dev region B differs from what was written"; return 1; }
+    echo "VFU-WRITE: $dev wrote $len bytes at offset $b, sha256 $(sha256sum /tmp/b | cut -d' ' -f1)"
+}
+
+nvme_rw() {
+    blk_rw "$(arg dev /dev/nvme0n1)" "$(arg sha '')" || fail "$why"
     echo "VFU-RESULT: PASS"
 }
 
@@ -272,16 +286,126 @@ dd_bench() {
     echo "VFU-RESULT: PASS"
 }
 
+# --- e2e: every step reports, a failed step does not stop the next -------------
+step() {  # step NAME COMMAND...: run COMMAND, report NAME's outcome
+    name=$1; shift
+    why=
+    if "$@"; then echo "VFU-STEP: $name PASS"; else echo "VFU-STEP: $name FAIL $why"; fi
+}
+
+# The hot-plugged nvme is told apart by its serial, not by its number.
+hot_ctrl() {
+    for c in /sys/class/nvme/nvme*; do
+        [ "$(cat "$c/serial" 2>/dev/null | sed 's/ *$//')" = vfuhot ] && { echo "${c##*/}"; return 0; }
+    done
+    return 1
+}
+
+e2e_net() {
+    net=$(arg net "")
+    ip link set lo up
+    wait_for /sys/class/net/eth0 || { why="no eth0"; return 1; }
+    echo "VFU-NET: eth0 driver $(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+    ip link set eth0 up
+    udhcpc -i eth0 -f -q -n -t 10 -T 2 -s /etc/udhcpc.sh >/tmp/dhcp.log 2>&1 ||
+        { why="udhcpc got no lease: $(tail -n 3 /tmp/dhcp.log | tr '\n' ' ')"; return 1; }
+    echo "VFU-NET: eth0 $(ip -4 -o addr show eth0 | sed -n 's/.* inet \([^ ]*\).*/\1/p')" \
+         "via DHCP, router $(ip route | sed -n 's/^default via \([^ ]*\).*/\1/p')"
+    # (busybox 1.35's wget crashes with -T: timeout bounds it instead)
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    timeout 150 wget -q -O /tmp/dl "http://$net/blob" ||
+        { why="GET http://$net/blob failed (got $(wc -c </tmp/dl) bytes)"; return 1; }
+    got=$(sha256sum /tmp/dl | cut -d' ' -f1)
+    echo "VFU-NET: GET /blob $(wc -c </tmp/dl) bytes in $t0..$(cut -d' ' -f1 /proc/uptime)s, sha256 $got"
+    [ "$got" = "$(arg nsha '')" ] || { why="downloaded sha256 $got, host sent $(arg nsha '')"; return 1; }
+    tr '\000-\376\377' '\001-\377\000' </tmp/dl >/tmp/up
+    up=$(sha256sum /tmp/up | cut -d' ' -f1)
+    # wget posts a file as a C string: send it base64-encoded.
+    base64 /tmp/up >/tmp/up.b64
+    timeout 150 wget -q -O /tmp/resp --post-file /tmp/up.b64 "http://$net/upload" ||
+        { why="POST http://$net/upload failed"; return 1; }
+    echo "VFU-NET: POST /upload $(wc -c </tmp/up) bytes, sha256 $up; host got $(cat /tmp/resp)"
+    [ "$(cat /tmp/resp)" = "$up" ] || { why="host received sha256 $(cat /tmp/resp), sent $up"; return 1; }
+}
+
+# The host adds the device when it reads HOTPLUG-READY and removes it
+# after HOTPLUG-USED; the guest only watches sysfs.
+e2e_hotplug() {
+    echo "VFU-HOTPLUG-READY"
+    i=0
+    while ! c=$(hot_ctrl) && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    c=$(hot_ctrl) || { why="no nvme with serial vfuhot appeared"; echo "VFU-HOTPLUG-USED"; return 1; }
+    echo "VFU-HOTPLUG: $c appeared ($(basename "$(readlink /sys/class/nvme/$c/device)"))"
+    blk_rw "/dev/${c}n1" "$(arg hsha '')"; rc=$?
+    echo "VFU-HOTPLUG-USED"
+    [ $rc = 0 ] || return 1
+    i=0
+    while [ -e "/sys/class/nvme/$c" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    [ ! -e "/sys/class/nvme/$c" ] || { why="$c still present after device_del"; return 1; }
+    echo "VFU-HOTPLUG: $c is gone"
+}
+
+# Read nvme0n1 (O_DIRECT, so every read reaches the device) until a read
+# fails; the host kills the remote process after CRASH-READY.  The short
+# I/O time-out makes the kernel give up on the dead controller quickly.
+e2e_crash() {
+    q=/sys/block/nvme0n1/queue/io_timeout
+    [ -w $q ] && echo 3000 >$q
+    dd if=/dev/nvme0n1 of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null ||
+        { why="nvme0n1 unreadable before the crash"; return 1; }
+    echo "VFU-CRASH-READY"
+    t0=$(cut -d. -f1 /proc/uptime); n=0
+    while dd if=/dev/nvme0n1 of=/dev/null bs=4096 count=16 skip=$((n % 64 * 16)) \
+              iflag=direct 2>/dev/null; do
+        n=$((n + 1))
+        [ $(($(cut -d. -f1 /proc/uptime) - t0)) -lt 120 ] ||
+            { why="reads still succeed 120s after CRASH-READY"; return 1; }
+    done
+    echo "VFU-CRASH-EIO: read failed after $n good reads," \
+         "$(($(cut -d. -f1 /proc/uptime) - t0))s after CRASH-READY"
+    dmesg | grep -i nvme | tail -n 4 | sed 's/^/VFU-DMESG: /'
+    # The guest goes on: a few heartbeats the host can count.
+    for i in 1 2 3; do echo "VFU-ALIVE: $i"; sleep 1; done
+}
+
+e2e() {
+    show_pci
+    step nvme blk_rw /dev/nvme0n1 "$(arg sha '')"
+    [ -z "$(arg vsha '')" ] || step virtio-blk blk_rw /dev/vda "$(arg vsha '')"
+    [ -z "$(arg net '')" ] || step e1000e e2e_net
+    step hotplug e2e_hotplug
+    step crash e2e_crash
+    echo "VFU-RESULT: DONE"
+    # The host checks QEMU's state and then quits it.
+    sleep 3600
+}
+
 case $(arg test lspci) in
 lspci)   show_pci; echo "VFU-RESULT: PASS" ;;
 nvme-rw) show_pci; nvme_rw ;;
 dd-bench) dd_bench ;;
+e2e)     e2e ;;
 shell)   setsid cttyhack sh ;;
 *)       fail "unknown vfu.test=$(arg test '')" ;;
 esac
 poweroff -f
 INIT
 chmod 755 "$R/init"
+
+# busybox udhcpc leaves configuring the interface to a script.
+cat >"$R/etc/udhcpc.sh" <<'DHCP'
+#!/bin/sh
+case $1 in
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+    ;;
+deconfig) ip addr flush dev "$interface" ;;
+esac
+exit 0
+DHCP
+chmod 755 "$R/etc/udhcpc.sh"
 
 cp "$vmlinuz" "$WORK/vmlinuz"
 (cd "$R" && find . -print0 | LC_ALL=C sort -z |
