@@ -112,19 +112,6 @@ static QPCIBus *bus;
 static Rogue *good;
 static int ncases;
 
-static int count_fds(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
-    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-    int n = 0;
-
-    g_assert(dir);
-    while (g_dir_read_name(dir)) {
-        n++;
-    }
-    return n;
-}
-
 /* ---- the scripted server ------------------------------------------------- */
 
 static void rogue_send_raw(VfuConn *c, const VfuHeader *h, const void *payload,
@@ -668,17 +655,6 @@ static void vm_stop(void)
     g_free(tmpdir);
 }
 
-static int wait_fds(int want)
-{
-    int n = count_fds(qpid);
-
-    for (int i = 0; i < 500 && n != want; i++) {
-        g_usleep(10 * 1000);
-        n = count_fds(qpid);
-    }
-    return n;
-}
-
 static void test_case(gconstpointer opaque)
 {
     const Case *k = opaque;
@@ -687,7 +663,7 @@ static void test_case(gconstpointer opaque)
     int before;
 
     vm_start();
-    before = count_fds(qpid);
+    before = vu_count_fds(qpid);
     r = rogue_start(k);
     rsp = plug("rogue", r->path, ROGUE_SLOT);
     if (k->expect == PLUG_FAIL) {
@@ -755,7 +731,7 @@ static void test_case(gconstpointer opaque)
     }
     vm_check_alive();
     rogue_free(r);
-    g_assert_cmpint(wait_fds(before), ==, before);
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
     if (!g_test_failed()) {
         ncases++;
     }

@@ -34,30 +34,6 @@ typedef struct Vm {
 
 static char *tmpdir;
 
-static int count_fds(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
-    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-    int n = 0;
-
-    g_assert(dir);
-    while (g_dir_read_name(dir)) {
-        n++;
-    }
-    return n;
-}
-
-static int wait_fds(pid_t pid, int want)
-{
-    int n = count_fds(pid);
-
-    for (int i = 0; i < 1000 && n != want; i++) {
-        g_usleep(10 * 1000);
-        n = count_fds(pid);
-    }
-    return n;
-}
-
 /* Does the remote still map any of a client's guest RAM? */
 static bool maps_memfd(pid_t pid)
 {
@@ -265,13 +241,13 @@ static void test_client_killed(gconstpointer opaque)
     bool memfd = GPOINTER_TO_INT(opaque);
     g_autofree char *sock = g_strdup_printf("%s/client.sock", tmpdir);
     GPid remote = remote_start(sock, false);
-    int idle = count_fds(remote);
+    int idle = vu_count_fds(remote);
     Vm vm, next;
 
     for (int round = 0; round < 3; round++) {
         vm_start(&vm, sock, memfd);
         vm_use_edu(&vm);
-        g_assert_cmpint(count_fds(remote), >, idle);
+        g_assert_cmpint(vu_count_fds(remote), >, idle);
         g_assert(maps_memfd(remote) == memfd);
         qpci_io_writel(vm.dev, vm.bar, EDU_LIVENESS, round);
         /* a DMA from the remote's timer, after the client is gone */
@@ -283,7 +259,7 @@ static void test_client_killed(gconstpointer opaque)
         /* libqtest would take a death by signal as a failure: no quit */
         waitpid(vm.pid, NULL, 0);
         vm_free(&vm);
-        g_assert_cmpint(wait_fds(remote, idle), ==, idle);
+        g_assert_cmpint(vu_wait_fds(remote, idle), ==, idle);
         /* munmap follows an RCU grace period */
         for (int i = 0; i < 1000 && maps_memfd(remote); i++) {
             g_usleep(10 * 1000);
@@ -294,7 +270,7 @@ static void test_client_killed(gconstpointer opaque)
     vm_start(&next, sock, memfd);
     vm_use_edu(&next);
     vm_stop(&next);
-    g_assert_cmpint(wait_fds(remote, idle), ==, idle);
+    g_assert_cmpint(vu_wait_fds(remote, idle), ==, idle);
     vu_kill_server(remote);
     unlink(sock);
 }

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <poll.h>
 #include "vfio-user/server-client.h"
+#include "vfio-user/vm-helpers.h"
 #include "qapi/qmp/qdict.h"
 #include "standard-headers/linux/pci_regs.h"
 
@@ -35,19 +36,6 @@ static VfuConn *other;      /* a well-behaved client of the second device */
 static int ncases;
 
 /* ---- the remote process -------------------------------------------------- */
-
-static int count_fds(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
-    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-    int n = 0;
-
-    g_assert(dir);
-    while (g_dir_read_name(dir)) {
-        n++;
-    }
-    return n;
-}
 
 /* The remote maps one of our memfds ("memfd:rogue...")? */
 static bool has_rogue_mapping_now(pid_t pid)
@@ -81,17 +69,6 @@ static long rss_kb(pid_t pid)
 }
 
 /* The remote closes a dropped client's fds from its main loop: wait. */
-static int wait_fds(int want)
-{
-    int n = count_fds(qpid);
-
-    for (int i = 0; i < 1000 && n != want; i++) {
-        g_usleep(10 * 1000);
-        n = count_fds(qpid);
-    }
-    return n;
-}
-
 static void remote_check_alive(void);
 
 static void remote_start(void)
@@ -130,12 +107,12 @@ static void remote_start(void)
 /* The remote's fd count once nothing is going on (no client on a.sock) */
 static int settled_fds(void)
 {
-    int n = count_fds(qpid), prev = -1;
+    int n = vu_count_fds(qpid), prev = -1;
 
     for (int i = 0; i < 100 && n != prev; i++) {
         g_usleep(50 * 1000);
         prev = n;
-        n = count_fds(qpid);
+        n = vu_count_fds(qpid);
     }
     return n;
 }
@@ -1071,10 +1048,10 @@ static void test_case(gconstpointer opaque)
         vfu_conn_free(c);
     }
     /* everything the remote had for us is gone */
-    g_assert_cmpint(wait_fds(before), ==, before);
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
     g_assert(!has_rogue_mapping(qpid));
     remote_check_alive();
-    g_assert_cmpint(wait_fds(before), ==, before);
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
     if (ret == k->expect) {
         ncases++;
     }

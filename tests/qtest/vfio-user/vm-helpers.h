@@ -91,4 +91,30 @@ static inline void vu_route_pirqs(QPCIBus *bus, uint8_t irq)
     g_free(isa);
 }
 
+/* How many fds process @pid has open. */
+static inline int vu_count_fds(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
+    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+    int n = 0;
+
+    g_assert(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    return n;
+}
+
+/* Wait up to 10 s for @pid to have @want fds open; returns the count. */
+static inline int vu_wait_fds(pid_t pid, int want)
+{
+    int n = vu_count_fds(pid);
+
+    for (int i = 0; i < 1000 && n != want; i++) {
+        g_usleep(10 * 1000);
+        n = vu_count_fds(pid);
+    }
+    return n;
+}
+
 #endif /* TESTS_QTEST_VFIO_USER_VM_HELPERS_H */
