@@ -82,28 +82,15 @@ static void fill_pattern(uint8_t *p, size_t n, uint8_t seed)
 /* Connect proposing @max_xfer as our max_data_xfer_size (0: default). */
 static VfuConn *connect_xfer(const char *sock, uint64_t max_xfer)
 {
-    SocketAddress addr = {
-        .type = SOCKET_ADDRESS_TYPE_UNIX,
-        .u.q_unix.path = (char *)sock,
-    };
-    VfuConn *c = NULL;
     VfuLimits lim;
+    VfuConn *c;
 
-    vfu_limits_default(&lim);
+    tc_limits(&lim);
     if (max_xfer) {
         lim.max_data_xfer_size = max_xfer;
     }
-    for (int i = 0; i < 1000 && !c; i++) {
-        g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new();
-
-        if (qio_channel_socket_connect_sync(sioc, &addr, NULL) == 0) {
-            c = vfu_conn_new(QIO_CHANNEL(sioc), "test-client", &lim);
-        } else {
-            g_usleep(10 * 1000);
-        }
-    }
+    c = tc_connect_limits(sock, &lim);
     g_assert(c);
-    vfu_conn_set_timeout(c, 10000);
     g_assert_cmpint(vfu_conn_negotiate_client(c, &error_abort), ==, 0);
     return c;
 }
@@ -124,21 +111,34 @@ static void edu_buf_read(VfuConn *c, PeerMem *m, void *buf, uint32_t len)
     *m = saved;
 }
 
-/* A (4 KiB - 1) edu DMA each way is one DMA_READ and one DMA_WRITE. */
-static void test_dma_bulk(void)
+/*
+ * edu in a remote machine, and a client that maps MEM_SIZE bytes without
+ * an fd and serves the DMA from @m (filled with pattern @seed).
+ */
+static VfuConn *peer_start(const char *sock, uint64_t max_xfer, PeerMem *m,
+                           uint8_t seed, QTestState **qts)
 {
-    g_autofree char *sock = tc_tmp_path("bulk");
-    QTestState *qts = tc_start_edu(sock, NULL);
-    VfuConn *c = connect_xfer(sock, 0);
-    g_autofree PeerMem *m = g_new0(PeerMem, 1);
-    uint8_t back[EDU_MAX];
+    VfuConn *c;
 
-    fill_pattern(m->buf, EDU_MAX, 5);
+    *qts = tc_start_edu(sock, NULL);
+    c = connect_xfer(sock, max_xfer);
+    fill_pattern(m->buf, EDU_MAX, seed);
     vfu_conn_set_request_func(c, peer_dma, m);
     g_assert_cmpint(tc_dma_map(c, MEM_BASE, MEM_SIZE, 0,
                                VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE, -1),
                     ==, 0);
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    return c;
+}
+
+/* A (4 KiB - 1) edu DMA each way is one DMA_READ and one DMA_WRITE. */
+static void test_dma_bulk(void)
+{
+    g_autofree char *sock = tc_tmp_path("bulk");
+    g_autofree PeerMem *m = g_new0(PeerMem, 1);
+    QTestState *qts;
+    VfuConn *c = peer_start(sock, 0, m, 5, &qts);
+    uint8_t back[EDU_MAX];
 
     tc_edu_dma(c, MEM_BASE, EDU_DMA_BUF, EDU_MAX, false);
     g_assert_cmpuint(m->reads, ==, 1);
@@ -164,17 +164,10 @@ static void test_dma_bulk(void)
 static void test_dma_bulk_chunks(void)
 {
     g_autofree char *sock = tc_tmp_path("chunks");
-    QTestState *qts = tc_start_edu(sock, NULL);
-    VfuConn *c = connect_xfer(sock, 1024);
     g_autofree PeerMem *m = g_new0(PeerMem, 1);
+    QTestState *qts;
+    VfuConn *c = peer_start(sock, 1024, m, 9, &qts);
     uint8_t back[EDU_MAX];
-
-    fill_pattern(m->buf, EDU_MAX, 9);
-    vfu_conn_set_request_func(c, peer_dma, m);
-    g_assert_cmpint(tc_dma_map(c, MEM_BASE, MEM_SIZE, 0,
-                               VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE, -1),
-                    ==, 0);
-    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
 
     tc_edu_dma(c, MEM_BASE, EDU_DMA_BUF, EDU_MAX, false);
     g_assert_cmpuint(m->reads, ==, 4);

@@ -35,23 +35,31 @@ static inline QTestState *tc_start_edu(const char *sock, const char *extra)
                        sock, extra ? extra : "");
 }
 
-/* Connect (the server may still be starting); NULL after 10 s. */
-static inline VfuConn *tc_connect_raw(const char *path)
+/* The limits our test client proposes unless told otherwise. */
+static inline void tc_limits(VfuLimits *lim)
+{
+    vfu_limits_default(lim);
+    lim->max_msg_fds = 8;
+    lim->write_multiple = true;
+}
+
+/*
+ * Connect proposing @lim (the server may still be starting); NULL after
+ * 10 s.
+ */
+static inline VfuConn *tc_connect_limits(const char *path,
+                                         const VfuLimits *lim)
 {
     SocketAddress addr = {
         .type = SOCKET_ADDRESS_TYPE_UNIX,
         .u.q_unix.path = (char *)path,
     };
-    VfuLimits lim;
 
-    vfu_limits_default(&lim);
-    lim.max_msg_fds = 8;
-    lim.write_multiple = true;
     for (int i = 0; i < 1000; i++) {
         g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new();
 
         if (qio_channel_socket_connect_sync(sioc, &addr, NULL) == 0) {
-            VfuConn *c = vfu_conn_new(QIO_CHANNEL(sioc), "test-client", &lim);
+            VfuConn *c = vfu_conn_new(QIO_CHANNEL(sioc), "test-client", lim);
 
             vfu_conn_set_timeout(c, 10000);
             return c;
@@ -59,6 +67,14 @@ static inline VfuConn *tc_connect_raw(const char *path)
         g_usleep(10 * 1000);
     }
     return NULL;
+}
+
+static inline VfuConn *tc_connect_raw(const char *path)
+{
+    VfuLimits lim;
+
+    tc_limits(&lim);
+    return tc_connect_limits(path, &lim);
 }
 
 static inline VfuConn *tc_connect(const char *path)
