@@ -794,6 +794,19 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
         error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
         return false;
     }
+    /*
+     * A virtio device DMAs through its PCI bus only with iommu_platform=on
+     * (which needs disable-legacy=on); otherwise it uses this process's
+     * own, empty, memory and its queues never make progress.
+     */
+    if (object_dynamic_cast(OBJECT(pdev), "virtio-pci") &&
+        object_property_find(OBJECT(pdev), "iommu_platform") &&
+        !object_property_get_bool(OBJECT(pdev), "iommu_platform", NULL)) {
+        warn_report("vfio-user-server '%s': virtio device '%s' has "
+                    "iommu_platform=off: its DMA will not reach the client; "
+                    "use iommu_platform=on,disable-legacy=on",
+                    vfu_server_id(s), s->device);
+    }
     s->pdev = PCI_DEVICE(object_ref(OBJECT(pdev)));
     error_setg(&s->unplug_blocker, "device is exported by vfio-user-server '%s'",
                vfu_server_id(s));
