@@ -290,6 +290,7 @@ class Boot:
             sock['hot'])
 
         sec = ',secure-dma=on' if secure else ''
+        kvm = self.mode == 'kvm'
         console = os.path.join(self.logs, f'{self.mode}-console.log')
         open(console, 'w').close()
         qmp_path = os.path.join(self.tmp, 'qmp.sock')
@@ -303,7 +304,7 @@ class Boot:
                      if 'e1000e' in self.steps else ''))
         vm = self.spawn('vm', [
             self.args.qemu, *FW, '-M', 'q35,memory-backend=mem',
-            '-accel', self.args.accel, '-m', '512M',
+            '-accel', 'kvm' if kvm else self.args.accel, '-m', '512M',
             '-object', 'memory-backend-memfd,id=mem,size=512M,share=on',
             '-nodefaults', '-display', 'none', '-no-reboot',
             '-serial', f'file:{console}',
@@ -315,6 +316,8 @@ class Boot:
             '-device', f'vfio-user-pci,socket={sock["net"]},id=net0{sec}',
             # an empty slot for the hot-plugged device
             '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1'] +
+            # under KVM, MSI-X vectors must go to KVM irqfds
+            (['-trace', 'vfio_user_pci_irqfd*'] if kvm else []) +
             (['-device', f'vfio-user-pci,socket={sock["vblk"]},id=vblk0{sec}']
              if vblk else []))
         deadline = time.monotonic() + self.args.timeout + 30
@@ -487,7 +490,9 @@ def main():
     ap.add_argument('--guest', required=True,
                     help='folder with vmlinuz and initramfs.cpio.gz')
     ap.add_argument('--logs', required=True, help='folder for the logs')
-    ap.add_argument('--modes', default='fd secure')
+    ap.add_argument('--modes', default='fd secure kvm',
+                    help='fd, secure, kvm (fd mode under KVM, which must '
+                    'route MSI-X to irqfds; skipped without /dev/kvm)')
     ap.add_argument('--accel', default='tcg')
     ap.add_argument('--leave-out', default=' '.join(KNOWN_BAD),
                     help='MODE:STEP pairs not to run (known bugs)')
@@ -502,22 +507,29 @@ def main():
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
 
-    steps = STEPS
     args.leave_out = args.leave_out.split()
-    print(f'1..{sum(f"{m}:{s}" not in args.leave_out for m in modes for s in steps)}',
-          flush=True)
+    kvm_why = kvm_unusable(args.qemu) if 'kvm' in modes else None
+    if kvm_why:
+        modes.remove('kvm')
+    # the steps each boot runs; kvm adds a host-side check of irqfds
+    plan = {m: [s for s in STEPS if f'{m}:{s}' not in args.leave_out]
+               + (['irqfd'] if m == 'kvm' else []) for m in modes}
+    print(f'1..{sum(map(len, plan.values())) + bool(kvm_why)}', flush=True)
     n = 0
     failed = 0
+    if kvm_why:
+        n += 1
+        print(f'ok {n} - irqfd (kvm) # SKIP {kvm_why}', flush=True)
     for mode in modes:
         # UNIX socket paths must stay short: /tmp, not the build root.
         with tempfile.TemporaryDirectory(prefix='vfu-e2e.') as tmp:
-            mode_steps = [s for s in steps
-                          if f'{mode}:{s}' not in args.leave_out]
-            for s in steps:
+            mode_steps = plan[mode]
+            for s in STEPS:
                 if s not in mode_steps:
                     print(f'# not run: {s} ({mode}): '
                           + KNOWN_BAD.get(f'{mode}:{s}', 'left out'))
-            boot = Boot(args, mode, tmp, args.logs, mode_steps)
+            boot = Boot(args, mode, tmp, args.logs,
+                        [s for s in mode_steps if s in STEPS])
             t0 = time.monotonic()
             err = ''
             try:
@@ -526,6 +538,12 @@ def main():
                 err = f'{type(e).__name__}: {e}'
             secs = time.monotonic() - t0
             print(f'# mode {mode}: boot took {secs:.0f}s', flush=True)
+            if mode == 'kvm':
+                # host-side only: a vector went to KVM, and nvme worked
+                boot.guest['irqfd'] = (True, '')
+                boot.host['irqfd'], boot.notes['irqfd'] = True, []
+                if 'kvm irqfd 1' not in boot.log_text('vm'):
+                    boot.fail('irqfd', 'no MSI-X vector became a KVM irqfd')
             bad = False
             for s in mode_steps:
                 n += 1
@@ -543,6 +561,24 @@ def main():
                 boot.dump()
                 sys.stdout.flush()
     return 1 if failed else 0
+
+
+def kvm_unusable(qemu):
+    """Why KVM cannot run the guest here, or None."""
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        return 'no usable /dev/kvm'
+    try:
+        r = subprocess.run([qemu, '-accel', 'kvm', '-M', 'none', '-display',
+                            'none', '-nodefaults', '-S', '-qmp', 'stdio'],
+                           input=b'{"execute":"qmp_capabilities"}\n'
+                                 b'{"execute":"quit"}\n',
+                           capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return 'QEMU with -accel kvm did not start'
+    if r.returncode != 0:
+        lines = r.stderr.decode(errors='replace').strip().splitlines()
+        return 'QEMU with -accel kvm failed: ' + (lines[-1] if lines else '?')
+    return None
 
 
 if __name__ == '__main__':
