@@ -36,7 +36,7 @@ typedef int (*VfuRequestFunc)(VfuConn *conn, VfuMsg *msg, void *opaque);
  * breaks the connection: it cannot be refused, and dropping it silently
  * would lose a write.
  */
-#define VFU_MAX_DEFERRED        256
+#define VFU_MAX_DEFERRED        4096    /* posted writes add up quickly */
 #define VFU_MAX_DEFERRED_BYTES  (8 * 1024 * 1024)
 
 /* Takes a reference to @ioc; it must be an AF_UNIX QIOChannelSocket. */
