@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Run the vfio-user test binaries (glib tests) and count their TAP results.
 
+With --fuzz-binary, also runs each libFuzzer target for --fuzz-time
+seconds (scripts/vfio-user-fuzz.py): one TAP result per target.
+
 Prints each failing case and ends with the line 'N passed, N failed'
 (', N skipped' when some were skipped).  Exits non-zero when anything
 failed, a binary crashed or timed out, or no test ran at all.
 """
 
 import argparse
+import importlib.util
 import os
 import re
 import signal
@@ -76,7 +80,13 @@ def main():
     ap.add_argument('--peers', required=True,
                     help='folder of the libvfio-user sample binaries')
     ap.add_argument('--timeout', type=int, default=300)
-    ap.add_argument('tests', nargs='+')
+    ap.add_argument('--fuzz-binary', help='qemu-fuzz-x86_64 to run')
+    ap.add_argument('--fuzz-time', type=int, default=30,
+                    help='seconds per fuzz target')
+    ap.add_argument('--fuzz-corpus', help='corpus folder of the fuzz targets')
+    ap.add_argument('--fuzz-artifacts', help='crash folder of the fuzz targets')
+    ap.add_argument('tests', nargs='+',
+                    help='test binaries, relative to --build or absolute')
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -86,11 +96,25 @@ def main():
     env['VFIO_USER_QEMU'] = os.path.abspath(args.qemu)
     env.setdefault('G_TEST_DBUS_DAEMON', '/bin/true')
     env.setdefault('MALLOC_PERTURB_', '127')
+    # binaries of the sanitizer build: any UBSan report fails the test
+    env.setdefault('UBSAN_OPTIONS', 'halt_on_error=1:print_stacktrace=1')
 
     total = [0, 0, 0]
     for t in args.tests:
         for i, v in enumerate(run_one(args.build, t, env, args.timeout)):
             total[i] += v
+    if args.fuzz_binary:
+        print(f'  fuzzing {args.fuzz_time} s per target under ASan+UBSan',
+              flush=True)
+        spec = importlib.util.spec_from_file_location(
+            'vfio_user_fuzz', os.path.join(os.path.dirname(__file__),
+                                           'vfio-user-fuzz.py'))
+        fuzz = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fuzz)
+        p, f = fuzz.run_all(args.fuzz_binary, fuzz.TARGETS, args.fuzz_time,
+                            args.fuzz_corpus, args.fuzz_artifacts)
+        total[0] += p
+        total[1] += f
     passed, failed, skipped = total
     if passed + failed == 0:
         print('no test ran')
