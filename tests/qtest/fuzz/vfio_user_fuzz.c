@@ -54,6 +54,7 @@
 #define SERVER_SENTINEL_ID  0xffff
 
 static char *fuzz_dir;
+static bool debug;          /* VFIO_USER_FUZZ_DEBUG=1 */
 static char *sock_path;
 
 /* ---- the peer's side of the socket ------------------------------------------ */
@@ -254,6 +255,11 @@ static void *peer_thread(void *opaque)
     while ((payload = peer_recv(p, &h))) {
         bool reply = (h.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY;
 
+        if (debug) {
+            /* what QEMU sends: helps writing seeds */
+            fprintf(stderr, "vfio-user fuzz: QEMU sent %s %u id %u size %u\n",
+                    reply ? "reply" : "request", h.command, h.msg_id, h.size);
+        }
         if (!reply && qatomic_read(&p->serving)) {
             qatomic_set(&p->last_req_id, h.msg_id);
             if (!p->serve(p, &h, payload)) {
@@ -295,8 +301,12 @@ static void run_until(Peer *p, bool *flag, const char *what)
     }
 }
 
-/* Send the input, message by message, with the fds described above. */
-static void send_input(Peer *p, const uint8_t *data, size_t size,
+/*
+ * Send the input, message by message, with the fds described above.
+ * Returns false when the input did not end on a message boundary (or the
+ * peer hung up): what follows would be read as part of the last message.
+ */
+static bool send_input(Peer *p, const uint8_t *data, size_t size,
                        int reply_id_base)
 {
     g_autofree uint8_t *buf = g_memdup2(data, size);
@@ -311,7 +321,7 @@ static void send_input(Peer *p, const uint8_t *data, size_t size,
 
         if (msize < HDR_SIZE || msize > size - off) {
             send_all(p->fd, m, size - off, NULL, 0);
-            return;
+            return false;
         }
         if ((ldl_le_p(m + 8) & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY &&
             reply_id_base >= 0) {
@@ -341,10 +351,29 @@ static void send_input(Peer *p, const uint8_t *data, size_t size,
             close(fds[i]);
         }
         if (!ok) {
-            return;
+            return false;
         }
         off += msize;
     }
+    return true;
+}
+
+/*
+ * Linked with --wrap=hw_error: a device model that stops the machine on
+ * purpose (edu on an out-of-range DMA, which its guest can ask for just
+ * as well) ends the run, but it is not a bug of vfio-user.
+ */
+G_NORETURN void __wrap_hw_error(const char *fmt, ...);
+G_NORETURN void __wrap_hw_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fprintf(stderr, "vfio-user fuzz: the device stopped: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    _Exit(0);
 }
 
 /* Fork, run @fn in the child, and turn a child's death into a crash. */
@@ -387,6 +416,7 @@ static struct sockaddr_un unix_addr(const char *path)
 
 static void make_fuzz_dir(void)
 {
+    debug = getenv("VFIO_USER_FUZZ_DEBUG");
     if (!fuzz_dir) {
         fuzz_dir = g_dir_make_tmp("vfio-user-fuzz-XXXXXX", NULL);
         g_assert(fuzz_dir);
@@ -407,7 +437,8 @@ static GString *server_cmdline(FuzzTarget *t)
     GString *cmd = g_string_new(NULL);
 
     make_fuzz_dir();
-    g_string_printf(cmd, "%s -machine remote -nodefaults -device edu,id=e0 "
+    g_string_printf(cmd, "%s -machine remote -accel qtest -nodefaults "
+                    "-device edu,id=e0 "
                     "-object vfio-user-server,id=v0,socket=%s,device=e0",
                     TARGET_NAME, sock_path);
     return cmd;
@@ -441,15 +472,15 @@ static void server_one(QTestState *s, const uint8_t *data, size_t size)
     stw_le_p(version + HDR_SIZE + 2, VFU_VERSION_MINOR);
     memcpy(version + HDR_SIZE + 4, json, sizeof(json));
     send_all(p.fd, version, sizeof(version), NULL, 0);
-    send_input(&p, data, size, -1);
-
-    /* everything before it was served once its reply is back */
-    put_header(sentinel, SERVER_SENTINEL_ID, VFU_CMD_DEVICE_GET_INFO,
-               sizeof(sentinel), 0);
-    stl_le_p(sentinel + HDR_SIZE, sizeof(VfuDeviceInfo));
-    send_all(p.fd, sentinel, sizeof(sentinel), NULL, 0);
-    run_until(&p, &p.sentinel, "the sentinel's reply");
-    if (!qatomic_read(&p.eof)) {
+    if (send_input(&p, data, size, -1)) {
+        /* everything before it was served once its reply is back */
+        put_header(sentinel, SERVER_SENTINEL_ID, VFU_CMD_DEVICE_GET_INFO,
+                   sizeof(sentinel), 0);
+        stl_le_p(sentinel + HDR_SIZE, sizeof(VfuDeviceInfo));
+        send_all(p.fd, sentinel, sizeof(sentinel), NULL, 0);
+        run_until(&p, &p.sentinel, "the sentinel's reply");
+    }
+    if (qatomic_read(&p.sentinel) && !qatomic_read(&p.eof)) {
         /* let edu's DMA timer and its interrupts run with the client on */
         for (int i = 0; i < 4; i++) {
             qtest_clock_step(s, 200 * SCALE_MS);
@@ -568,7 +599,9 @@ static GString *client_cmdline(FuzzTarget *t)
 
     make_fuzz_dir();
     /* the device is added by each run, on a socket of its own */
-    g_string_printf(cmd, "%s -machine pc -m 64M -nodefaults", TARGET_NAME);
+    g_string_printf(cmd, "%s -machine pc -accel qtest -m 64M -nodefaults "
+                    "-L /usr/share/seabios -L /usr/lib/ipxe/qemu "
+                    "-L /usr/share/qemu", TARGET_NAME);
     return cmd;
 }
 
