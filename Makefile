@@ -7,6 +7,8 @@
 #   make demo     run the end-to-end demo (see README.md)
 #   make bench    measure speed against raw sockets and in-process devices
 #                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
+#   make fuzz     run the libFuzzer targets, FUZZ_TIME seconds each
+#   make check-asan  the main qtests against an ASan+UBSan qemu-system-x86_64
 
 BUILD_ROOT ?= $(CURDIR)/build
 export BUILD_ROOT
@@ -26,11 +28,24 @@ QTESTS     := $(patsubst %.c,%,$(notdir $(wildcard tests/qtest/vfio-user-*-test.
 TEST_BINS  := $(addprefix tests/unit/,$(UNIT_TESTS)) \
               $(addprefix tests/qtest/,$(QTESTS))
 
+# The clang build with libFuzzer, ASan and UBSan (see configure)
+FUZZ_BUILD := $(BUILD_ROOT)/qemu-fuzz
+FUZZ_BIN   := $(FUZZ_BUILD)/qemu-fuzz-x86_64
+FUZZ_TIME  ?= 300
+# make check fuzzes each target this long
+FUZZ_CHECK_TIME ?= 30
+FUZZ_CORPUS    := $(BUILD_ROOT)/fuzz/corpus
+FUZZ_ARTIFACTS := $(BUILD_ROOT)/fuzz/crashes
+ASAN_UNIT_TESTS := $(addprefix tests/unit/,$(UNIT_TESTS))
+ASAN_QTESTS := $(addprefix tests/qtest/,vfio-user-pci-test \
+               vfio-user-server-test vfio-user-server-rogue-test \
+               vfio-user-edu-test)
+
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
 .PHONY: all setup build peers check check-interop demo guest bench clean \
-        distclean FORCE
+        distclean FORCE fuzz-build fuzz check-asan
 
 all: build
 
@@ -58,8 +73,14 @@ check: setup peers guest
 	@echo "make: building qemu-system-x86_64 and the tests"
 	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(TEST_BINS) | \
 	    scripts/ninja-progress.sh
+	@echo "make: building the fuzzers and unit tests under ASan+UBSan"
+	@ninja -C $(FUZZ_BUILD) $(NINJAFLAGS) qemu-fuzz-x86_64 \
+	    $(ASAN_UNIT_TESTS) | scripts/ninja-progress.sh
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
-	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples $(TEST_BINS) \
+	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples \
+	    --fuzz-binary $(FUZZ_BIN) --fuzz-time $(FUZZ_CHECK_TIME) \
+	    --fuzz-corpus $(FUZZ_CORPUS) --fuzz-artifacts $(FUZZ_ARTIFACTS) \
+	    $(TEST_BINS) $(addprefix $(FUZZ_BUILD)/,$(ASAN_UNIT_TESTS)) \
 	    --script "python3 $(E2E)"
 
 # Our client and server against libvfio-user's samples: the interop cases
@@ -72,6 +93,28 @@ check-interop: setup peers
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
 	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples --interop-only \
 	    $(INTEROP_BINS)
+
+# libFuzzer: corpus kept in $(FUZZ_CORPUS), crashes in $(FUZZ_ARTIFACTS)
+fuzz-build: setup
+	@echo "make: building qemu-fuzz-x86_64 (ASan+UBSan, a cold build takes a while)"
+	@ninja -C $(FUZZ_BUILD) $(NINJAFLAGS) qemu-fuzz-x86_64 | \
+	    scripts/ninja-progress.sh
+
+fuzz: fuzz-build
+	@python3 scripts/vfio-user-fuzz.py --binary $(FUZZ_BIN) \
+	    --time $(FUZZ_TIME) --corpus $(FUZZ_CORPUS) \
+	    --artifacts $(FUZZ_ARTIFACTS)
+
+# qtests against the sanitizer build's qemu-system-x86_64 (the remote
+# process and the VM); QEMU's exit-time leaks are not reported.
+check-asan: setup peers
+	@echo "make: building qemu-system-x86_64 and the qtests under ASan+UBSan"
+	@ninja -C $(FUZZ_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(ASAN_QTESTS) | \
+	    scripts/ninja-progress.sh
+	@ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=0} \
+	    python3 scripts/vfio-user-check.py --build $(FUZZ_BUILD) \
+	    --timeout 900 --qemu $(FUZZ_BUILD)/qemu-system-x86_64 \
+	    --peers $(PEERS_BUILD)/samples $(ASAN_QTESTS)
 
 # The Linux test guest (Debian kernel + busybox initramfs), cached in
 # $(BUILD_ROOT)/guest; see scripts/vfio-user-guest.sh.
@@ -94,6 +137,7 @@ bench: build guest $(BENCH_DIR)/vfu-sockbench
 
 clean:
 	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean
+	@[ ! -d $(FUZZ_BUILD) ] || ninja -C $(FUZZ_BUILD) clean
 
 distclean:
 	rm -rf $(BUILD_ROOT)

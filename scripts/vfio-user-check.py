@@ -11,9 +11,13 @@ or timed out, or no test ran at all.
 
 --interop-only runs just the interop cases of the given binaries (by path,
 with -p) and prints their table: `make check-interop`.
+
+With --fuzz-binary, also runs each libFuzzer target for --fuzz-time
+seconds (scripts/vfio-user-fuzz.py): one TAP result per target.
 """
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
@@ -178,7 +182,13 @@ def main():
                     help='seconds each script may run')
     ap.add_argument('--interop-only', action='store_true',
                     help='run only the interop cases of the binaries')
-    ap.add_argument('tests', nargs='*')
+    ap.add_argument('--fuzz-binary', help='qemu-fuzz-x86_64 to run')
+    ap.add_argument('--fuzz-time', type=int, default=30,
+                    help='seconds per fuzz target')
+    ap.add_argument('--fuzz-corpus', help='corpus folder of the fuzz targets')
+    ap.add_argument('--fuzz-artifacts', help='crash folder of the fuzz targets')
+    ap.add_argument('tests', nargs='*',
+                    help='test binaries, relative to --build or absolute')
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -188,6 +198,8 @@ def main():
     env['VFIO_USER_QEMU'] = os.path.abspath(args.qemu)
     env.setdefault('G_TEST_DBUS_DAEMON', '/bin/true')
     env.setdefault('MALLOC_PERTURB_', '127')
+    # binaries of the sanitizer build: any UBSan report fails the test
+    env.setdefault('UBSAN_OPTIONS', 'halt_on_error=1:print_stacktrace=1')
 
     total = [0, 0, 0]
     results = []
@@ -213,6 +225,18 @@ def main():
         # Scenario scripts print their logs after the failing lines.
         add(run_one(label, argv, None, env, args.script_timeout, results,
                     tail=400))
+    if args.fuzz_binary:
+        print(f'  fuzzing {args.fuzz_time} s per target under ASan+UBSan',
+              flush=True)
+        spec = importlib.util.spec_from_file_location(
+            'vfio_user_fuzz', os.path.join(os.path.dirname(__file__),
+                                           'vfio-user-fuzz.py'))
+        fuzz = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fuzz)
+        p, f = fuzz.run_all(args.fuzz_binary, fuzz.TARGETS, args.fuzz_time,
+                            args.fuzz_corpus, args.fuzz_artifacts)
+        total[0] += p
+        total[1] += f
     ran = {os.path.basename(t) for t in args.tests}
     interop_bad = 0
     if any(b in ran for b, _, _, _ in INTEROP):

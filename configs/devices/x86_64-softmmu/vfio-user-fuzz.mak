@@ -1,0 +1,12 @@
+# Devices of the sanitizer/fuzzing build ($BUILD_ROOT/qemu-fuzz): only what
+# the fuzz targets and the qtests run under ASan need, to keep its cold
+# build short.  Used with --without-default-devices.
+
+# the client side: a PC with the vfio-user-pci device
+CONFIG_I440FX=y
+CONFIG_VFIO_USER_PCI=y
+# the server side: -M remote exporting edu (and nvme, for the server qtest)
+CONFIG_PCI_EXPRESS=y
+CONFIG_VFIO_USER_REMOTE=y
+CONFIG_EDU=y
+CONFIG_NVME_PCI=y
