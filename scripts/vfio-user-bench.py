@@ -11,6 +11,9 @@ of --runs runs; a table goes to stdout and every number to a CSV file.
               process (edu's ID register), and BAR write cost posted vs
               acked; measured with qtest, whose own per-command cost is
               taken out by timing the same commands on guest RAM
+  bell        doorbell writes to pci-testdev (an ioeventfd it registers
+              when a test starts): through the ioeventfd the server offers,
+              posted messages, and acked messages
   nvme        a Linux guest's direct-I/O dd on an nvme disk, in process vs
               remote with guest RAM passed by fd vs secure-dma, at 4 KiB /
               64 KiB / 1 MiB blocks (this is also the DMA bandwidth: every
@@ -45,7 +48,13 @@ DEF_NVME_SERVER = ("-M remote -nodefaults -display none "
                    "aio=threads "
                    "-device nvme,id=n0,drive=d0,serial=vfubench "
                    "-object vfio-user-server,id=v0,socket={sock},device=n0")
+DEF_TESTDEV_SERVER = ("-M remote -nodefaults -display none "
+                      "-device pci-testdev,id=td "
+                      "-object vfio-user-server,id=v0,socket={sock},device=td")
 DEF_CLIENT_DEV = "vfio-user-pci,socket={sock},addr=04.0"
+# pci-testdev: writing 1 at BAR0 offset 0 starts its test 1, which
+# registers an ioeventfd (no datamatch) on the byte at 0x801
+TESTDEV_DOORBELL = 0x801
 SIZES = [4096, 65536, 1048576]
 
 
@@ -193,12 +202,17 @@ class Qtest:
             self.p.wait()
 
 
-def map_bar0(q):
-    """Assign edu's BAR0 at EDU_BAR and enable memory decoding."""
+def assign_bar0(q):
+    """Assign 00:04.0's BAR0 at EDU_BAR and enable memory decoding."""
     q.cmds(["outl 0xcf8 0x%x" % (DEVFN_CFG | 0x10),
             "outl 0xcfc 0x%x" % EDU_BAR,
             "outl 0xcf8 0x%x" % (DEVFN_CFG | 0x04),
             "outw 0xcfc 0x6"])
+
+
+def map_bar0(q):
+    """Assign edu's BAR0 at EDU_BAR and check that edu answers."""
+    assign_bar0(q)
     ident = int(q.cmd("readl 0x%x" % EDU_BAR).split()[1], 16)
     if ident & 0xff != 0xed:
         raise RuntimeError("no edu at 0x%x (read 0x%x)" % (EDU_BAR, ident))
@@ -267,6 +281,43 @@ def bench_mmio(a, res, tmp):
         res.add("mmio", "BAR write via vfio-user, %s" % name, v, "us", r)
         res.add("mmio", "BAR write rate, %s" % name, 1 / v if v else 0,
                 "M/s", [1 / x if x else 0 for x in r])
+
+
+def bench_doorbell(a, res, tmp):
+    """Doorbell writes to pci-testdev: ioeventfd, posted and acked."""
+    n = a.mmio_ops
+    ram = 0x100000
+    configs = [("ioeventfd", ""),
+               ("posted", ",x-no-ioeventfd=on"),
+               ("acked", ",x-no-ioeventfd=on,x-posted-writes=off")]
+    per = {}
+    for name, opts in configs:
+        sock = os.path.join(tmp, "td.sock")
+        srv = Server(a.server, a.testdev_server_args, sock)
+        q = Qtest(a.client, ["-device", a.client_dev.format(sock=sock) + opts],
+                  tmp)
+        try:
+            assign_bar0(q)
+            q.cmd("writeb 0x%x 0x1" % EDU_BAR)       # start test 1
+            rings = ["writeb 0x%x 0x1" % (EDU_BAR + TESTDEV_DOORBELL)] * n
+            sync = ["readb 0x%x" % EDU_BAR]
+            ram_writes = ["writeb 0x%x 0x1" % ram] * n
+            for _ in range(2):      # warm up (the client asks for doorbells)
+                q.timed(rings + sync)
+            for _ in range(a.runs):
+                base = q.timed(ram_writes + ["readb 0x%x" % ram]) / n
+                per.setdefault(name, []).append(
+                    max(q.timed(rings + sync) / n - base, 0) * 1e6)
+        finally:
+            q.stop()
+            srv.stop()
+    for name, _ in configs:
+        vals = per[name]
+        v = statistics.median(vals)
+        res.add("bell", "doorbell write via vfio-user, %s" % name, v, "us",
+                vals)
+        res.add("bell", "doorbell rate, %s" % name, 1 / v if v else 0, "M/s",
+                [1 / x if x else 0 for x in vals])
 
 
 # ---- guest nvme dd -----------------------------------------------------------
@@ -377,6 +428,10 @@ def targets(res):
     ratio("(info) posted / acked BAR write rate",
           res.get("mmio", "BAR write rate, posted"),
           res.get("mmio", "BAR write rate, acked"), 0, True)
+    for name in ("ioeventfd", "posted"):
+        ratio("(info) %s / acked doorbell rate" % name,
+              res.get("bell", "doorbell rate, %s" % name),
+              res.get("bell", "doorbell rate, acked"), 0, True)
     return rows
 
 
@@ -392,6 +447,8 @@ def main():
                    help="server arguments exporting edu ({sock})")
     p.add_argument("--nvme-server-args", default=DEF_NVME_SERVER,
                    help="server arguments exporting nvme ({sock}, {img})")
+    p.add_argument("--testdev-server-args", default=DEF_TESTDEV_SERVER,
+                   help="server arguments exporting pci-testdev ({sock})")
     p.add_argument("--client-dev", default=DEF_CLIENT_DEV,
                    help="client -device option ({sock})")
     p.add_argument("--sockbench", default=os.path.join(build, "bench",
@@ -403,7 +460,7 @@ def main():
     p.add_argument("--mmio-ops", type=int, default=2000)
     p.add_argument("--dd-mib", type=int, default=16)
     p.add_argument("--guest-timeout", type=int, default=240)
-    p.add_argument("--only", default="raw,mmio,nvme",
+    p.add_argument("--only", default="raw,mmio,bell,nvme",
                    help="comma-separated parts to run")
     p.add_argument("--csv", default=os.path.join(build, "bench",
                                                  "results.csv"))
@@ -416,6 +473,8 @@ def main():
             bench_raw(a, res)
         if "mmio" in parts:
             bench_mmio(a, res, tmp)
+        if "bell" in parts:
+            bench_doorbell(a, res, tmp)
         if "nvme" in parts:
             bench_nvme(a, res, tmp)
 
