@@ -85,6 +85,10 @@ def main():
                     help='seconds per fuzz target')
     ap.add_argument('--fuzz-corpus', help='corpus folder of the fuzz targets')
     ap.add_argument('--fuzz-artifacts', help='crash folder of the fuzz targets')
+    ap.add_argument('--asan-qemu',
+                    help='qemu-system-x86_64 of the sanitizer build')
+    ap.add_argument('--asan-test', action='append', default=[],
+                    help='a qtest (absolute path) to run against --asan-qemu')
     ap.add_argument('tests', nargs='+',
                     help='test binaries, relative to --build or absolute')
     args = ap.parse_args()
@@ -103,6 +107,16 @@ def main():
     for t in args.tests:
         for i, v in enumerate(run_one(args.build, t, env, args.timeout)):
             total[i] += v
+    if args.asan_test:
+        # QEMU's own exit-time leaks are not ours to report
+        asan_env = dict(env, QTEST_QEMU_BINARY=args.asan_qemu,
+                        VFIO_USER_QEMU=os.path.abspath(args.asan_qemu))
+        asan_env.setdefault('ASAN_OPTIONS', 'detect_leaks=0')
+        print('  qtests against the ASan+UBSan qemu-system-x86_64', flush=True)
+        for t in args.asan_test:
+            for i, v in enumerate(run_one(args.build, t, asan_env,
+                                          args.timeout)):
+                total[i] += v
     if args.fuzz_binary:
         print(f'  fuzzing {args.fuzz_time} s per target under ASan+UBSan',
               flush=True)
