@@ -9,6 +9,7 @@
 #                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
 #   make fuzz     run the libFuzzer targets, FUZZ_TIME seconds each
 #   make check-asan  the main qtests against an ASan+UBSan qemu-system-x86_64
+#                 (make check runs them too)
 
 BUILD_ROOT ?= $(CURDIR)/build
 export BUILD_ROOT
@@ -73,11 +74,14 @@ check: setup peers guest
 	@echo "make: building qemu-system-x86_64 and the tests"
 	@ninja -C $(QEMU_BUILD) $(NINJAFLAGS) qemu-system-x86_64 $(TEST_BINS) | \
 	    scripts/ninja-progress.sh
-	@echo "make: building the fuzzers and unit tests under ASan+UBSan"
+	@echo "make: building the fuzzers, QEMU and the tests under ASan+UBSan"
 	@ninja -C $(FUZZ_BUILD) $(NINJAFLAGS) qemu-fuzz-x86_64 \
-	    $(ASAN_UNIT_TESTS) | scripts/ninja-progress.sh
+	    qemu-system-x86_64 $(ASAN_UNIT_TESTS) $(ASAN_QTESTS) | \
+	    scripts/ninja-progress.sh
 	@python3 scripts/vfio-user-check.py --build $(QEMU_BUILD) \
 	    --qemu $(QEMU_BIN) --peers $(PEERS_BUILD)/samples \
+	    --asan-qemu $(FUZZ_BUILD)/qemu-system-x86_64 \
+	    $(addprefix --asan-test $(FUZZ_BUILD)/,$(ASAN_QTESTS)) \
 	    --fuzz-binary $(FUZZ_BIN) --fuzz-time $(FUZZ_CHECK_TIME) \
 	    --fuzz-corpus $(FUZZ_CORPUS) --fuzz-artifacts $(FUZZ_ARTIFACTS) \
 	    $(TEST_BINS) $(addprefix $(FUZZ_BUILD)/,$(ASAN_UNIT_TESTS)) \

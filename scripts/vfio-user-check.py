@@ -187,6 +187,10 @@ def main():
                     help='seconds per fuzz target')
     ap.add_argument('--fuzz-corpus', help='corpus folder of the fuzz targets')
     ap.add_argument('--fuzz-artifacts', help='crash folder of the fuzz targets')
+    ap.add_argument('--asan-qemu',
+                    help='qemu-system-x86_64 of the sanitizer build')
+    ap.add_argument('--asan-test', action='append', default=[],
+                    help='a qtest (absolute path) to run against --asan-qemu')
     ap.add_argument('tests', nargs='*',
                     help='test binaries, relative to --build or absolute')
     args = ap.parse_args()
@@ -225,6 +229,16 @@ def main():
         # Scenario scripts print their logs after the failing lines.
         add(run_one(label, argv, None, env, args.script_timeout, results,
                     tail=400))
+    if args.asan_test:
+        # QEMU's own exit-time leaks are not ours to report
+        asan_env = dict(env, QTEST_QEMU_BINARY=args.asan_qemu,
+                        VFIO_USER_QEMU=os.path.abspath(args.asan_qemu))
+        asan_env.setdefault('ASAN_OPTIONS', 'detect_leaks=0')
+        print('  qtests against the ASan+UBSan qemu-system-x86_64', flush=True)
+        for t in args.asan_test:
+            # not in the interop table, which lists the normal build's runs
+            add(run_one(t, [t, '--tap', '-k'], args.build, asan_env,
+                        args.timeout, []))
     if args.fuzz_binary:
         print(f'  fuzzing {args.fuzz_time} s per target under ASan+UBSan',
               flush=True)

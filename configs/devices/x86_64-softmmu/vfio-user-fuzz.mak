@@ -10,3 +10,8 @@ CONFIG_PCI_EXPRESS=y
 CONFIG_VFIO_USER_REMOTE=y
 CONFIG_EDU=y
 CONFIG_NVME_PCI=y
+# the PC's default display, which the qtests leave on
+CONFIG_VGA_PCI=y
+# and its other default devices (the qtests do not all use -nodefaults)
+CONFIG_PARALLEL=y
+CONFIG_E1000_PCI=y
