@@ -277,6 +277,7 @@ int vfu_conn_reply_error(VfuConn *c, const VfuMsg *req, int err, Error **errp)
 
 /*
  * One step of reading: returns 1 when the current message is complete,
+ * 2 when bytes came but the message is not complete yet (call again),
  * 0 when the socket has no more bytes now, -1 on error or EOF.
  */
 static int conn_read_some(VfuConn *c, Error **errp)
@@ -325,7 +326,7 @@ static int conn_read_some(VfuConn *c, Error **errp)
             }
         }
         if (c->rx_hdr_got < sizeof(c->rx_hdr)) {
-            return 0;
+            return 2;
         }
         if (!vfu_header_decode(c->rx_hdr, &hdr, c->max_msg_size, errp)) {
             conn_drop_rx_fds(c);
@@ -344,7 +345,7 @@ static int conn_read_some(VfuConn *c, Error **errp)
     } else {
         c->rx_got += n;
     }
-    return c->rx_got == c->rx_msg->len;
+    return c->rx_got == c->rx_msg->len ? 1 : 2;
 }
 
 /* @deadline: 0 to start the timeout at the first wait */
@@ -366,6 +367,10 @@ static int conn_recv(VfuConn *c, VfuMsg **msgp, bool block, int64_t deadline,
         }
         if (r == 1) {
             break;
+        }
+        if (r == 2) {
+            /* the payload may be there already: a non-blocking read too */
+            continue;
         }
         if (!block) {
             return 0;
