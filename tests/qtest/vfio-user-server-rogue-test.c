@@ -392,8 +392,10 @@ static int run_cmd(VfuConn **c, const Case *k)
 /* argsz of the info requests: a=command b=argsz c=index n=payload bytes */
 static int run_info(VfuConn **c, const Case *k)
 {
-    uint32_t req[4] = { k->b, 0, 0, 0 };
+    /* room for the largest request, a region info (32 bytes) */
+    uint32_t req[8] = { k->b };
 
+    g_assert(k->n <= sizeof(req));
     if (k->a != VFU_CMD_DEVICE_GET_INFO) {
         req[2] = k->c;          /* index, for region and IRQ info */
     }
