@@ -18,6 +18,7 @@
 #include "qemu/osdep.h"
 #include <sys/socket.h>
 #include <poll.h>
+#include "qemu/cutils.h"
 #include "vfio-user/server-client.h"
 #include "vfio-user/vm-helpers.h"
 #include "qapi/qmp/qdict.h"
@@ -60,12 +61,14 @@ static long rss_kb(pid_t pid)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/status", pid);
     g_autofree char *st = NULL;
-    const char *p;
+    const char *p, *end;
+    long kb;
 
     g_assert(g_file_get_contents(path, &st, NULL, NULL));
     p = strstr(st, "VmRSS:");
     g_assert(p);
-    return strtol(p + 6, NULL, 10);
+    g_assert_cmpint(qemu_strtol(p + 6, &end, 10, &kb), ==, 0);
+    return kb;
 }
 
 /* The remote closes a dropped client's fds from its main loop: wait. */

@@ -102,10 +102,11 @@ void vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
 /*
  * Send a request and wait for its reply, serving peer requests that come
  * in meanwhile.  The whole call, requests served included, is bounded by
- * the timeout: a peer that keeps sending requests cannot hold it longer.  On success returns 0 and, if @reply is not NULL, the
- * decoded reply.  An error reply from the peer returns its negative errno
- * (-EIO when it gave none); a timeout or broken connection returns
- * -ECONNRESET / -ETIMEDOUT.  @errp is set in every failure.
+ * the timeout: a peer that keeps sending requests cannot hold it longer.
+ * On success returns 0 and, if @reply is not NULL, the decoded reply.
+ * An error reply from the peer returns its negative errno (-EIO when it
+ * gave none); a timeout or broken connection returns -ECONNRESET /
+ * -ETIMEDOUT.  @errp is set in every failure.
  */
 int vfu_conn_call(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
                   const int *fds, size_t nfds, VfuMsg **reply, Error **errp);
