@@ -25,20 +25,6 @@
 #define DOORBELL_MATCH  (2048 + MMIO_DATAMATCH)
 #define WRITES          200
 
-static unsigned count_in_file(const char *path, const char *needle)
-{
-    g_autofree char *text = NULL;
-    unsigned n = 0;
-
-    if (!g_file_get_contents(path, &text, NULL, NULL)) {
-        return 0;
-    }
-    for (const char *p = text; (p = strstr(p, needle)); p++) {
-        n++;
-    }
-    return n;
-}
-
 /* pci-testdev in a remote process, plugged into a VM */
 typedef struct Rig {
     char *dir, *sock, *log;
@@ -94,18 +80,6 @@ static void rig_stop(Rig *r)
     g_free(r->dir);
 }
 
-/* Wait for the remote to log @needle (it signals asynchronously). */
-static unsigned wait_in_log(Rig *r, const char *needle)
-{
-    unsigned n = 0;
-
-    for (int i = 0; i < 500 && !n; i++) {
-        g_usleep(10 * 1000);
-        n = count_in_file(r->log, needle);
-    }
-    return n;
-}
-
 static void test_doorbell(const void *opaque)
 {
     bool ioeventfd = GPOINTER_TO_INT(opaque);
@@ -120,17 +94,17 @@ static void test_doorbell(const void *opaque)
     }
     /* a read is a message: everything sent before it was served */
     qpci_io_readb(r.dev, r.bar0, TEST_SELECT);
-    messages = count_in_file(r.log, "write region 0 0x801+1 ret 0");
+    messages = vu_count_in_file(r.log, "write region 0 0x801+1 ret 0");
     if (ioeventfd) {
         /* the first writes are messages, until the client asks again */
         g_assert_cmpuint(messages, >, 0);
         g_assert_cmpuint(messages, <, WRITES);
         /* the rest rang the device's own ioeventfd in the remote */
-        g_assert_cmpuint(wait_in_log(&r, "BAR0 0x801 rung, passed to the "
-                                         "device ioeventfd 1"), >, 0);
+        g_assert_cmpuint(vu_wait_in_file(r.log, "BAR0 0x801 rung, passed to "
+                                         "the device ioeventfd 1", 0), >, 0);
     } else {
         g_assert_cmpuint(messages, ==, WRITES);
-        g_assert_cmpuint(count_in_file(r.log, "rung"), ==, 0);
+        g_assert_cmpuint(vu_count_in_file(r.log, "rung"), ==, 0);
     }
     rig_stop(&r);
 }
@@ -152,8 +126,8 @@ static void test_doorbell_gone(void)
     /* the device drops its ioeventfd; the client keeps ours */
     qpci_io_writeb(r.dev, r.bar0, TEST_SELECT, MMIO_NO_EVENTFD);
     qpci_io_writeb(r.dev, r.bar0, DOORBELL_MATCH, 0xfa);
-    g_assert_cmpuint(wait_in_log(&r, "BAR0 0x802 rung, passed to the "
-                                     "device ioeventfd 0"), >, 0);
+    g_assert_cmpuint(vu_wait_in_file(r.log, "BAR0 0x802 rung, passed to the "
+                                     "device ioeventfd 0", 0), >, 0);
     rig_stop(&r);
 }
 

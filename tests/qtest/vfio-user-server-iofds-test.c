@@ -9,6 +9,7 @@
 
 #include "qemu/osdep.h"
 #include "vfio-user/server-client.h"
+#include "vfio-user/vm-helpers.h"
 
 #define TEST_SELECT     0
 #define MMIO_WILDCARD   1       /* registers an ioeventfd at 2048 + 1 */
@@ -19,31 +20,6 @@ typedef struct IoFdsReply {
     VfuRegionIoFds hdr;
     VfuSubRegionIoFd subs[8];
 } QEMU_PACKED IoFdsReply;
-
-static unsigned count_in_file(const char *path, const char *needle)
-{
-    g_autofree char *text = NULL;
-    unsigned n = 0;
-
-    if (g_file_get_contents(path, &text, NULL, NULL)) {
-        for (const char *p = text; (p = strstr(p, needle)); p++) {
-            n++;
-        }
-    }
-    return n;
-}
-
-static unsigned wait_in_file(const char *path, const char *needle,
-                             unsigned above)
-{
-    unsigned n = 0;
-
-    for (int i = 0; i < 300 && (n = count_in_file(path, needle)) <= above;
-         i++) {
-        g_usleep(10 * 1000);
-    }
-    return n;
-}
 
 static void ring(int fd)
 {
@@ -97,7 +73,7 @@ static void test_io_fds(void)
 
     /* ringing it rings the device's own ioeventfd */
     ring(reply->fds[0]);
-    g_assert_cmpuint(wait_in_file(log, RUNG, 0), ==, 1);
+    g_assert_cmpuint(vu_wait_in_file(log, RUNG, 0), ==, 1);
     old_fd = vfu_msg_steal_fd(reply, 0);
     g_clear_pointer(&reply, vfu_msg_free);
 
@@ -131,10 +107,10 @@ static void test_io_fds(void)
     g_assert_cmpint(get_io_fds(c, 0, sizeof(IoFdsReply), &reply), ==, 0);
     g_assert_cmpuint(reply->nfds, ==, 1);
     ring(reply->fds[0]);
-    g_assert_cmpuint(wait_in_file(log, RUNG, 1), ==, 2);
+    g_assert_cmpuint(vu_wait_in_file(log, RUNG, 1), ==, 2);
     /* and nothing more comes from the old one */
     g_usleep(100 * 1000);
-    g_assert_cmpuint(count_in_file(log, RUNG), ==, 2);
+    g_assert_cmpuint(vu_count_in_file(log, RUNG), ==, 2);
     g_clear_pointer(&reply, vfu_msg_free);
 
     close(old_fd);

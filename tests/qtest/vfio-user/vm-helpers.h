@@ -117,4 +117,34 @@ static inline int vu_wait_fds(pid_t pid, int want)
     return n;
 }
 
+/* How often @needle stands in file @path (0 if it cannot be read). */
+static inline unsigned vu_count_in_file(const char *path, const char *needle)
+{
+    g_autofree char *text = NULL;
+    unsigned n = 0;
+
+    if (g_file_get_contents(path, &text, NULL, NULL)) {
+        for (const char *p = text; (p = strstr(p, needle)); p++) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/*
+ * Wait up to 5 s for @needle to stand in @path more than @above times (a
+ * process logs asynchronously); returns the count.
+ */
+static inline unsigned vu_wait_in_file(const char *path, const char *needle,
+                                       unsigned above)
+{
+    unsigned n = vu_count_in_file(path, needle);
+
+    for (int i = 0; i < 500 && n <= above; i++) {
+        g_usleep(10 * 1000);
+        n = vu_count_in_file(path, needle);
+    }
+    return n;
+}
+
 #endif /* TESTS_QTEST_VFIO_USER_VM_HELPERS_H */
