@@ -625,3 +625,27 @@ int vfu_conn_negotiate_server(VfuConn *c, VfuMsg *req, Error **errp)
                             peer.pgsizes);
     return vfu_conn_reply(c, req, answer, len, NULL, 0, errp);
 }
+
+bool vfu_fd_is_shrink_sealed(int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    return seals >= 0 && (seals & F_SEAL_SHRINK);
+}
+
+bool vfu_fd_check_file(int fd, uint64_t end, Error **errp)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot stat the fd");
+        return false;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size < end) {
+        error_setg(errp, "the fd is not a file of at least %" PRIu64
+                   " bytes", end);
+        return false;
+    }
+    return true;
+}

@@ -26,27 +26,12 @@
 static bool vfu_mmap_fd_ok(VfuPciDevice *dev, int fd, uint64_t end,
                            Error **errp)
 {
-    struct stat st;
-
-    if (dev->secure_dma) {
-        int seals = fcntl(fd, F_GET_SEALS);
-
-        if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
-            error_setg(errp, "its fd is not sealed against shrinking, "
-                       "required with secure-dma=on");
-            return false;
-        }
-    }
-    if (fstat(fd, &st) < 0) {
-        error_setg_errno(errp, errno, "cannot stat its fd");
+    if (dev->secure_dma && !vfu_fd_is_shrink_sealed(fd)) {
+        error_setg(errp, "its fd is not sealed against shrinking, "
+                   "required with secure-dma=on");
         return false;
     }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < end) {
-        error_setg(errp, "its fd is not a file of at least %" PRIu64 " bytes",
-                   end);
-        return false;
-    }
-    return true;
+    return vfu_fd_check_file(fd, end, errp);
 }
 
 /*

@@ -6,7 +6,8 @@ tests/qtest/fuzz/vfio_user_fuzz.c expect them:
 
   server/  what a client sends to vfio-user-server exporting edu, after
            VERSION: queries, config and BAR accesses, DMA mappings with and
-           without an fd (msg_id bit 15 set = the target attaches a memfd),
+           without an fd (msg_id bit 15 set = the target attaches a memfd,
+           bit 14 too = one not sealed against shrinking),
            edu DMA in both directions, interrupts, reset.
   client/  what a server sends to vfio-user-pci after realize: replies to
            the target's accesses (msg_id 0 = its first request) and
@@ -27,6 +28,7 @@ WRITE_MULTI = 15
 REPLY, NO_REPLY, ERROR = 0x1, 0x10, 0x20
 CONFIG, BAR0 = 7, 0
 FD = 0x8000             # msg_id flag: the target sends a memfd along
+UNSEALED = 0x4000       # with FD: a memfd the server must not mmap
 
 # edu's registers (docs/specs/edu.txt) and its DMA buffer
 EDU_ID, EDU_LIVE, EDU_FACT, EDU_STATUS = 0x00, 0x04, 0x08, 0x20
@@ -98,7 +100,8 @@ def server_seeds():
 
     # edu DMA, both directions, through a mapping without an fd (the
     # server asks us) and one with an fd (the server maps it)
-    for name, fd in (('dma-msg', 0), ('dma-fd', FD)):
+    for name, fd in (('dma-msg', 0), ('dma-fd', FD),
+                     ('dma-unsealed', FD | UNSEALED)):
         s = Stream()
         s.req(REGION_WRITE, region_access(CONFIG, 4, struct.pack('<H', 0x6)))
         s.req(DMA_MAP, struct.pack('<IIQQQ', 32, 3, 0, 0x100000, 0x10000),

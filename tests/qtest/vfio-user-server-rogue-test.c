@@ -87,19 +87,12 @@ static void remote_start(void)
     pidfile = g_strdup_printf("%s/pid", tmpdir);
     qts = qtest_initf("-M remote -accel tcg -nodefaults -pidfile %s "
                       "-device edu,id=e0 -device edu,id=e1 "
-                      "-object vfio-user-server,id=v0,socket=%s,device=e0 "
-                      "-object vfio-user-server,id=v1,socket=%s,device=e1",
-                      pidfile, sock_a, sock_b);
-    /* for the clients to come */
-    for (int i = 0; i < 2; i++) {
-        QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-set', 'arguments': {"
-                               "'path': %s, 'property': 'timeout', "
-                               "'value': %d}}", i ? "/objects/v1" :
-                               "/objects/v0", REMOTE_TIMEOUT_MS);
-
-        g_assert(qdict_haskey(rsp, "return"));
-        qobject_unref(rsp);
-    }
+                      "-object vfio-user-server,id=v0,socket=%s,device=e0,"
+                      "timeout=%d "
+                      "-object vfio-user-server,id=v1,socket=%s,device=e1,"
+                      "timeout=%d",
+                      pidfile, sock_a, REMOTE_TIMEOUT_MS, sock_b,
+                      REMOTE_TIMEOUT_MS);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     qpid = atoi(pid);
     g_assert_cmpint(qpid, >, 0);
@@ -152,7 +145,8 @@ static void remote_check_alive(void)
 
 typedef enum FdKind {
     FD_NONE,
-    FD_MEMFD,           /* 16 KiB of memory */
+    FD_MEMFD,           /* 16 KiB of memory, sealed against shrinking */
+    FD_UNSEALED,        /* the same, not sealed: reached by message */
     FD_EMPTY,           /* a memfd of size 0 */
     FD_PIPE,
     FD_SOCKET,
@@ -171,12 +165,16 @@ static int make_fd(FdKind k)
     case FD_NONE:
         return -1;
     case FD_MEMFD:
+    case FD_UNSEALED:
     case FD_EMPTY:
     case FD_RDONLY:
-        fd = memfd_create("rogue", MFD_CLOEXEC);
+        fd = memfd_create("rogue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         g_assert_cmpint(fd, >=, 0);
         if (k != FD_EMPTY) {
             g_assert_cmpint(ftruncate(fd, ROGUE_MEM_SIZE), ==, 0);
+        }
+        if (k != FD_UNSEALED) {
+            g_assert_cmpint(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), ==, 0);
         }
         if (k == FD_RDONLY) {
             g_autofree char *p = g_strdup_printf("/proc/self/fd/%d", fd);
@@ -732,6 +730,34 @@ static VfuMsg *start_dma_wait(VfuConn *c)
 }
 
 /*
+ * An fd not sealed against shrinking is not mmap'd (we could truncate it
+ * under the remote's feet): the device's DMA comes as a message even after
+ * we emptied the file.  The error answer is a master abort for edu.
+ */
+static int run_unsealed(VfuConn **c, const Case *k)
+{
+    int fd = make_fd(FD_UNSEALED);
+    VfuMsg *m = NULL;
+    int ret;
+
+    ret = tc_dma_map(*c, 0x200000, 0x1000, 0x1000, RW, fd);
+    g_assert_false(has_rogue_mapping_now(qpid));
+    g_assert_cmpint(ftruncate(fd, 0), ==, 0);
+    close(fd);
+    tc_write(*c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    tc_write(*c, 0, EDU_DMA_SRC, 8, 0x200000);
+    tc_write(*c, 0, EDU_DMA_DST, 8, EDU_DMA_BUF);
+    tc_write(*c, 0, EDU_DMA_CNT, 8, 64);
+    tc_write(*c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN);
+    g_assert_cmpint(vfu_conn_recv(*c, &m, true, NULL), ==, 1);
+    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_READ);
+    g_assert_cmpint(vfu_conn_reply_error(*c, m, EFAULT, NULL), ==, 0);
+    vfu_msg_free(m);
+    g_assert_cmphex(tc_read(*c, 0, EDU_ID, 4), ==, 0x010000ed);
+    return ret;
+}
+
+/*
  * Never answer the DMA_READ: the remote gives up after its timeout and
  * drops us; meanwhile the other socket is served (after at most that
  * timeout: the DMA wait holds the main loop).
@@ -925,6 +951,9 @@ static const Case cases[] = {
     MAP("map/fd-read-only-for-read", 0, 0x20000, 0x1000, 0,
         VFU_DMA_MAP_F_READ, FD_RDONLY),
     MAP("map/fd-good", 0, 0x20000, 0x1000, 0x3000, RW, FD_MEMFD),
+    MAP("map/fd-unsealed-too-small", -EINVAL, 0x20000, 0x5000, 0, RW,
+        FD_UNSEALED),
+    CUSTOM("map/fd-unsealed-truncated", run_unsealed, 0, 0),
     { "map/fd-two", run_map, -EINVAL, 0x20000, 0x1000, 0, RW, 1, FD_MEMFD },
     CMD("map/argsz-short", -EINVAL, VFU_CMD_DMA_MAP, 8, 0, 0),
     CUSTOM("map/max-dma-maps", run_max_maps, -ENOSPC, 0),

@@ -138,9 +138,11 @@ static void test_dma_fd(void)
     uint8_t *mem;
     int fd;
 
-    fd = memfd_create("vfu-test", MFD_CLOEXEC);
+    /* the server maps only memory we cannot shrink under it */
+    fd = memfd_create("vfu-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     g_assert_cmpint(fd, >=, 0);
     g_assert_cmpint(ftruncate(fd, len), ==, 0);
+    g_assert_cmpint(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), ==, 0);
     mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     g_assert(mem != MAP_FAILED);
     fill_pattern(pattern, sizeof(pattern), 3);
@@ -245,6 +247,75 @@ static void test_dma_msg(void)
 
     vfu_conn_free(c);
     qtest_quit(qts);
+}
+
+/*
+ * Memory whose fd is not sealed against shrinking: by default the server
+ * reaches it by message (and survives the file being emptied);
+ * map-unsealed-fds=on, given on the command line, maps it.
+ */
+static void test_dma_unsealed(void)
+{
+    g_autofree char *sock = tc_tmp_path("unsealed");
+    MsgDmaMem m = { .base = 0x200000 };
+    uint8_t pattern[64];
+
+    fill_pattern(pattern, sizeof(pattern), 5);
+    memcpy(m.buf, pattern, sizeof(pattern));
+    for (int trust = 0; trust < 2; trust++) {
+        QTestState *qts = qtest_initf("-M remote -accel tcg -nodefaults "
+                                      "-device edu,id=e0 "
+                                      "-object vfio-user-server,id=v0,"
+                                      "socket=%s,device=e0,timeout=2500,"
+                                      "map-unsealed-fds=%s", sock,
+                                      trust ? "on" : "off");
+        VfuConn *c = tc_connect(sock);
+        int fd = memfd_create("vfu-unsealed", MFD_CLOEXEC);
+        QDict *rsp;
+        uint8_t *mem;
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ftruncate(fd, sizeof(m.buf)), ==, 0);
+        mem = mmap(NULL, sizeof(m.buf), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
+        g_assert(mem != MAP_FAILED);
+        memcpy(mem, pattern, sizeof(pattern));
+        m.reads = m.writes = 0;
+        vfu_conn_set_request_func(c, serve_dma, &m);
+
+        g_assert_cmpint(tc_dma_map(c, m.base, sizeof(m.buf), 0,
+                                   VFU_DMA_MAP_F_READ | VFU_DMA_MAP_F_WRITE,
+                                   fd), ==, 0);
+        tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2,
+                 PCI_COMMAND_MASTER);
+        if (!trust) {
+            /* what we do to the file does not matter to the server */
+            munmap(mem, sizeof(m.buf));
+            g_assert_cmpint(ftruncate(fd, 0), ==, 0);
+        }
+        tc_edu_dma(c, m.base, EDU_DMA_BUF, sizeof(pattern), false);
+        tc_edu_dma(c, EDU_DMA_BUF, m.base + 0x800, sizeof(pattern), true);
+        if (trust) {
+            g_assert_cmpmem(mem + 0x800, sizeof(pattern), pattern,
+                            sizeof(pattern));
+            g_assert_cmpuint(m.reads + m.writes, ==, 0);
+            munmap(mem, sizeof(m.buf));
+        } else {
+            g_assert_cmpmem(m.buf + 0x800, sizeof(pattern), pattern,
+                            sizeof(pattern));
+            g_assert_cmpuint(m.reads, >, 0);
+            g_assert_cmpuint(m.writes, >, 0);
+        }
+        close(fd);
+
+        /* -object took the timeout too */
+        rsp = qtest_qmp(qts, "{ 'execute': 'qom-get', 'arguments': "
+                        "{ 'path': '/objects/v0', 'property': 'timeout' } }");
+        g_assert_cmpint(qdict_get_int(rsp, "return"), ==, 2500);
+        qobject_unref(rsp);
+        vfu_conn_free(c);
+        qtest_quit(qts);
+    }
 }
 
 static uint8_t find_cap(VfuConn *c, uint8_t id)
@@ -549,6 +620,7 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user/server/basic", test_basic);
     qtest_add_func("/vfio-user/server/dma-fd", test_dma_fd);
     qtest_add_func("/vfio-user/server/dma-msg", test_dma_msg);
+    qtest_add_func("/vfio-user/server/dma-unsealed", test_dma_unsealed);
     qtest_add_func("/vfio-user/server/irq", test_irq);
     qtest_add_func("/vfio-user/server/reset-on-disconnect",
                    test_reset_on_disconnect);

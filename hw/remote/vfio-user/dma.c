@@ -16,6 +16,7 @@
 #include "qom/object.h"
 #include "exec/memory.h"
 #include "exec/memory-bulk.h"
+#include "hw/vfio-user/conn.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
 
@@ -317,41 +318,34 @@ static bool vfu_dma_overlaps(VfuDmaMapping *m, uint64_t addr, uint64_t size)
     return addr <= m->iova + m->size - 1 && m->iova <= addr + size - 1;
 }
 
+/* The fd of a DMA_MAP is a file holding offset..offset+size. */
+static bool vfu_dma_check_fd(int fd, uint64_t offset, uint64_t size,
+                             Error **errp)
+{
+    if (offset & (qemu_real_host_page_size() - 1)) {
+        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " is not page aligned",
+                   offset);
+        return false;
+    }
+    if (size > SIZE_MAX || offset + size < offset) {
+        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " size 0x%" PRIx64
+                   " too large", offset, size);
+        return false;
+    }
+    if (!vfu_fd_check_file(fd, offset + size, errp)) {
+        error_prepend(errp, "DMA_MAP: ");
+        return false;
+    }
+    return true;
+}
+
 /* mmap the client's memory; returns NULL and sets @errp on failure. */
 static void *vfu_dma_mmap(int fd, uint64_t offset, uint64_t size,
                           uint32_t flags, Error **errp)
 {
-    struct stat st;
     void *p;
     int prot = PROT_READ | ((flags & VFU_DMA_MAP_F_WRITE) ? PROT_WRITE : 0);
 
-    if (fstat(fd, &st) < 0) {
-        error_setg_errno(errp, errno, "DMA_MAP: fstat");
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        error_setg(errp, "DMA_MAP: the fd is not a regular file or memfd");
-        return NULL;
-    }
-    if (st.st_size <= 0) {
-        error_setg(errp, "DMA_MAP: the file is empty");
-        return NULL;
-    }
-    if (offset & (qemu_real_host_page_size() - 1)) {
-        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " is not page aligned",
-                   offset);
-        return NULL;
-    }
-    if (offset > st.st_size || size > st.st_size - offset) {
-        error_setg(errp, "DMA_MAP: offset 0x%" PRIx64 " size 0x%" PRIx64
-                   " beyond the end of the file (0x%" PRIx64 ")",
-                   offset, size, (uint64_t)st.st_size);
-        return NULL;
-    }
-    if (size > SIZE_MAX) {
-        error_setg(errp, "DMA_MAP: size too large");
-        return NULL;
-    }
     p = mmap(NULL, size, prot, MAP_SHARED, fd, offset);
     if (p == MAP_FAILED) {
         error_setg_errno(errp, errno, "DMA_MAP: mmap");
@@ -361,7 +355,8 @@ static void *vfu_dma_mmap(int fd, uint64_t offset, uint64_t size,
 }
 
 int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
-                      uint32_t max_maps, uint64_t pgsize, Error **errp)
+                      bool mmap_fd, uint32_t max_maps, uint64_t pgsize,
+                      Error **errp)
 {
     VfuDmaMapping *map;
     g_autofree char *name = NULL;
@@ -403,7 +398,11 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
         ret = -ENOSPC;
         goto out;
     }
-    if (fd >= 0) {
+    /* even memory reached by message must be what the fd claims */
+    if (fd >= 0 && !vfu_dma_check_fd(fd, req->offset, req->size, errp)) {
+        goto out;
+    }
+    if (fd >= 0 && mmap_fd) {
         host = vfu_dma_mmap(fd, req->offset, req->size, req->flags, errp);
         if (!host) {
             goto out;
@@ -431,7 +430,7 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
     s->maps = g_list_prepend(s->maps, map);
     s->nr_maps++;
     trace_vfio_user_srv_dma_map(s->devfn, req->address, req->size,
-                                req->offset, req->flags, fd >= 0);
+                                req->offset, req->flags, host != NULL);
     ret = 0;
 out:
     if (fd >= 0) {

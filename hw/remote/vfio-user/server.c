@@ -78,6 +78,8 @@ struct VfuServer {
     char *socket;
     char *device;
     uint32_t timeout_ms;
+    bool map_unsealed_fds;
+    bool warned_unsealed;
     bool completed;
     Notifier machine_done;
     bool waiting_machine;
@@ -492,12 +494,29 @@ static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
     VfuDmaMap *req = (VfuDmaMap *)msg->payload;
     const VfuLimits *ours = vfu_conn_local_limits(conn);
     int fd = msg->nfds ? vfu_msg_steal_fd(msg, 0) : -1;
+    /*
+     * A client could truncate an unsealed file and crash this process, and
+     * every device in it, at the device's next access: reach such memory
+     * by message unless told to trust the client.
+     */
+    bool unsealed = fd >= 0 && !vfu_fd_is_shrink_sealed(fd);
     int ret;
 
-    ret = vfu_dma_space_map(s->dma, req, fd, ours->max_dma_maps,
-                            VFU_SERVER_PGSIZE, errp);
+    ret = vfu_dma_space_map(s->dma, req, fd,
+                            !unsealed || s->map_unsealed_fds,
+                            ours->max_dma_maps, VFU_SERVER_PGSIZE, errp);
     if (ret) {
         return ret;
+    }
+    if (unsealed && !s->map_unsealed_fds) {
+        trace_vfio_user_srv_dma_unsealed(vfu_server_id(s), req->address,
+                                         req->size);
+        if (!s->warned_unsealed) {
+            warn_report("vfio-user-server %s: the client's DMA memory is not "
+                        "sealed against shrinking; reaching it by message "
+                        "(map-unsealed-fds=on maps it)", vfu_server_id(s));
+            s->warned_unsealed = true;
+        }
     }
     return vfu_conn_reply(conn, msg, NULL, 0, NULL, 0, errp);
 }
@@ -1106,6 +1125,17 @@ static void vfu_server_set_timeout(Object *obj, Visitor *v, const char *name,
     s->timeout_ms = value;
 }
 
+static bool vfu_server_get_map_unsealed(Object *obj, Error **errp)
+{
+    return VFU_SERVER(obj)->map_unsealed_fds;
+}
+
+static void vfu_server_set_map_unsealed(Object *obj, bool value,
+                                        Error **errp)
+{
+    VFU_SERVER(obj)->map_unsealed_fds = value;
+}
+
 static void vfu_server_instance_init(Object *obj)
 {
     VFU_SERVER(obj)->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
@@ -1148,6 +1178,14 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
         "ms to wait for the client's answer to a DMA request or for room "
         "in its socket; also how long one stuck client can hold up the "
         "other sockets of this process (default 5000)");
+    object_class_property_add_bool(oc, "map-unsealed-fds",
+                                   vfu_server_get_map_unsealed,
+                                   vfu_server_set_map_unsealed);
+    object_class_property_set_description(oc, "map-unsealed-fds",
+        "map the client's DMA memory even when its fd is not sealed "
+        "against shrinking (a client that then truncates the file crashes "
+        "this process); by default such memory is reached by DMA_READ/"
+        "DMA_WRITE messages");
 }
 
 static const TypeInfo vfu_server_info = {

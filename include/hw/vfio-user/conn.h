@@ -123,4 +123,13 @@ int vfu_conn_post(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
 int vfu_conn_negotiate_client(VfuConn *conn, Error **errp);
 int vfu_conn_negotiate_server(VfuConn *conn, VfuMsg *req, Error **errp);
 
+/*
+ * Shared memory received from the peer.  A peer that shrinks the file
+ * behind our mapping makes the next access fault (SIGBUS), so a side that
+ * does not trust its peer maps only files sealed against shrinking.
+ */
+bool vfu_fd_is_shrink_sealed(int fd);
+/* @fd is a regular file (or memfd) of at least @end bytes. */
+bool vfu_fd_check_file(int fd, uint64_t end, Error **errp);
+
 #endif /* HW_VFIO_USER_CONN_H */

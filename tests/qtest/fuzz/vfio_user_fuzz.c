@@ -14,7 +14,8 @@
  * An input is a byte stream of vfio-user messages (see the seeds made by
  * tests/fuzz/vfio-user-corpus.py).  It is framed by the headers' size
  * fields so that fds can go with the messages that carry them:
- *   DMA_MAP with bit 15 of msg_id set: a 1 MiB memfd;
+ *   DMA_MAP with bit 15 of msg_id set: a 1 MiB memfd, sealed against
+ *   shrinking unless bit 14 is set too;
  *   SET_IRQS with DATA_EVENTFD: min(count, 8) eventfds.
  * A header whose size does not fit sends the rest of the input as is.
  * In the client target, the msg_id of a reply counts from the first
@@ -331,7 +332,9 @@ static bool send_input(Peer *p, const uint8_t *data, size_t size,
         case VFU_CMD_DMA_MAP:
             if (lduw_le_p(m) & 0x8000) {
                 fds[0] = qemu_memfd_create("vfio-user-fuzz", DMA_MEMFD_SIZE,
-                                           false, 0, 0, NULL);
+                                           false, 0,
+                                           (lduw_le_p(m) & 0x4000) ?
+                                           0 : F_SEAL_SHRINK, NULL);
                 nfds = fds[0] >= 0;
             }
             break;

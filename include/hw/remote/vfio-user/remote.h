@@ -62,11 +62,14 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
 /*
- * Add a mapping; @fd (or -1) is consumed whatever the outcome.  Returns
- * 0 or a negative errno for the error reply.
+ * Add a mapping; @fd (or -1) is consumed whatever the outcome.  With
+ * @mmap_fd false the fd is only checked and the mapping is reached by
+ * message like one without an fd.  Returns 0 or a negative errno for the
+ * error reply.
  */
 int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
-                      uint32_t max_maps, uint64_t pgsize, Error **errp);
+                      bool mmap_fd, uint32_t max_maps, uint64_t pgsize,
+                      Error **errp);
 int vfu_dma_space_unmap(VfuDmaSpace *s, const VfuDmaUnmap *req,
                         uint64_t pgsize, Error **errp);
 void vfu_dma_space_unmap_all(VfuDmaSpace *s);
