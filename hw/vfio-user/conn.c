@@ -32,6 +32,15 @@ struct VfuConn {
     GQueue deferred;
     size_t deferred_bytes;
 
+    /* vfu_conn_call_async() calls whose replies are due, oldest first */
+    struct {
+        uint16_t id;
+        uint16_t cmd;
+    } async[VFU_MAX_ASYNC];
+    unsigned async_head;
+    unsigned async_count;
+    int async_err;
+
     /* a message being received, kept across non-blocking calls */
     uint8_t rx_hdr[sizeof(VfuHeader)];
     size_t rx_hdr_got;
@@ -348,9 +357,47 @@ static int conn_read_some(VfuConn *c, Error **errp)
     return c->rx_got == c->rx_msg->len ? 1 : 2;
 }
 
-/* @deadline: 0 to start the timeout at the first wait */
+/*
+ * Take @msg if it is the reply to an asynchronous call.  The peer answers
+ * in order, so it is normally the oldest; an error is kept for
+ * vfu_conn_flush().
+ */
+static bool conn_async_reply(VfuConn *c, VfuMsg *msg)
+{
+    for (unsigned i = 0; i < c->async_count; i++) {
+        unsigned slot = (c->async_head + i) % VFU_MAX_ASYNC;
+
+        if (c->async[slot].id != msg->hdr.msg_id ||
+            c->async[slot].cmd != msg->hdr.command) {
+            continue;
+        }
+        /* close the gap: the ones before it move up by one */
+        for (unsigned j = i; j > 0; j--) {
+            c->async[(c->async_head + j) % VFU_MAX_ASYNC] =
+                c->async[(c->async_head + j - 1) % VFU_MAX_ASYNC];
+        }
+        c->async_head = (c->async_head + 1) % VFU_MAX_ASYNC;
+        c->async_count--;
+        if ((msg->hdr.flags & VFU_F_ERROR) && !c->async_err) {
+            c->async_err = -(int)MIN(msg->hdr.error ?: EIO, 4095);
+        }
+        trace_vfio_user_async_reply(c->name, msg->hdr.msg_id,
+                                    vfu_command_name(msg->hdr.command),
+                                    (msg->hdr.flags & VFU_F_ERROR) ?
+                                    msg->hdr.error ?: EIO : 0,
+                                    c->async_count);
+        return true;
+    }
+    return false;
+}
+
+/*
+ * @deadline: 0 to start the timeout at the first wait.  Replies to
+ * asynchronous calls are taken here; with @async_return, taking one
+ * returns 0 so that the caller can look at what is still pending.
+ */
 static int conn_recv(VfuConn *c, VfuMsg **msgp, bool block, int64_t deadline,
-                     Error **errp)
+                     bool async_return, Error **errp)
 {
     int r;
 
@@ -359,6 +406,7 @@ static int conn_recv(VfuConn *c, VfuMsg **msgp, bool block, int64_t deadline,
         error_setg(errp, "%s: connection is closed", c->name);
         return -1;
     }
+again:
     for (;;) {
         r = conn_read_some(c, errp);
         if (r < 0) {
@@ -391,12 +439,20 @@ static int conn_recv(VfuConn *c, VfuMsg **msgp, bool block, int64_t deadline,
                          vfu_command_name((*msgp)->hdr.command),
                          (*msgp)->hdr.flags, (*msgp)->hdr.size,
                          (*msgp)->nfds);
+    if (c->async_count && vfu_msg_is_reply(*msgp) &&
+        conn_async_reply(c, *msgp)) {
+        g_clear_pointer(msgp, vfu_msg_free);
+        if (async_return) {
+            return 0;
+        }
+        goto again;
+    }
     return 1;
 }
 
 int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
 {
-    return conn_recv(c, msgp, block, 0, errp);
+    return conn_recv(c, msgp, block, 0, false, errp);
 }
 
 void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
@@ -476,32 +532,45 @@ static bool conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
     return true;
 }
 
-int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
-                  const int *fds, size_t nfds, VfuMsg **reply, Error **errp)
+/*
+ * Receive until the reply to @id arrives (returned in *@reply) or, with
+ * @id < 0, until at most @max_async asynchronous calls are pending.  The
+ * peer's requests meanwhile are served or kept (see conn_defer()).
+ */
+static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
+                      int64_t deadline, VfuMsg **reply, Error **errp)
 {
-    uint16_t id = c->next_id++;
-    int64_t deadline = deadline_from_now(c);
-    int ret;
-
-    if (reply) {
-        *reply = NULL;
-    }
-    ret = vfu_conn_send(c, cmd, id, VFU_F_TYPE_COMMAND, 0, payload, len,
-                        fds, nfds, errp);
-    if (ret) {
-        return ret;
-    }
-
-    for (;;) {
-        g_autoptr(VfuMsg) msg = NULL;
+    /*
+     * A reply we just asked for is not there yet: sleep first instead of
+     * trying a read that fails (a syscall is not free).
+     */
+    if (id >= 0 && !c->rx_msg && !c->rx_hdr_got) {
         Error *local_err = NULL;
 
-        if (conn_recv(c, &msg, true, deadline, &local_err) < 0) {
+        if (conn_wait(c, G_IO_IN, deadline, &local_err) < 0) {
+            conn_break(c, local_err);
             error_propagate_prepend(errp, local_err, "%s: waiting for %s: ",
                                     c->name, vfu_command_name(cmd));
             return -ECONNRESET;
         }
-        if (!vfu_msg_is_reply(msg)) {
+    }
+    for (;;) {
+        g_autoptr(VfuMsg) msg = NULL;
+        Error *local_err = NULL;
+        int r;
+
+        if (id < 0 && c->async_count <= max_async) {
+            return 0;
+        }
+        r = conn_recv(c, &msg, true, deadline, true, &local_err);
+        if (r < 0) {
+            error_propagate_prepend(errp, local_err, "%s: waiting for %s: ",
+                                    c->name, vfu_command_name(cmd));
+            return -ECONNRESET;
+        }
+        if (!r) {
+            /* an asynchronous call was answered */
+        } else if (!vfu_msg_is_reply(msg)) {
             if (c->defer_func) {
                 if (!conn_defer(c, g_steal_pointer(&msg))) {
                     error_setg(errp, "%s: connection dropped waiting for %s",
@@ -516,39 +585,104 @@ int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
                     return -ECONNRESET;
                 }
             }
-            /* a peer that only ever sends requests */
-            if (conn_call_expired(c, cmd, deadline, errp)) {
-                return -ETIMEDOUT;
-            }
-            continue;
-        }
-        if (msg->hdr.msg_id != id || msg->hdr.command != cmd) {
+        } else if (id >= 0 && msg->hdr.msg_id == id &&
+                   msg->hdr.command == cmd) {
+            *reply = g_steal_pointer(&msg);
+            return 0;
+        } else {
             /* e.g. a peer answering a No_reply write: drop it */
             trace_vfio_user_stray_reply(c->name, msg->hdr.msg_id,
                                         vfu_command_name(msg->hdr.command));
-            if (conn_call_expired(c, cmd, deadline, errp)) {
-                return -ETIMEDOUT;
-            }
-            continue;
         }
-        if (msg->hdr.flags & VFU_F_ERROR) {
-            int err = msg->hdr.error ? msg->hdr.error : EIO;
-
-            error_setg(errp, "%s: %s failed on the server: %s", c->name,
-                       vfu_command_name(cmd), g_strerror(err));
-            return -(int)MIN(err, 4095);
+        /* a peer that only ever sends requests or stray replies */
+        if (conn_call_expired(c, cmd, deadline, errp)) {
+            return -ETIMEDOUT;
         }
-        ret = vfu_msg_decode(msg, &c->local, &local_err);
-        if (ret) {
-            error_propagate_prepend(errp, local_err, "%s: bad reply: ",
-                                    c->name);
-            return -EPROTO;
-        }
-        if (reply) {
-            *reply = g_steal_pointer(&msg);
-        }
-        return 0;
     }
+}
+
+int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
+                  const int *fds, size_t nfds, VfuMsg **reply, Error **errp)
+{
+    g_autoptr(VfuMsg) msg = NULL;
+    uint16_t id = c->next_id++;
+    int64_t deadline = deadline_from_now(c);
+    Error *local_err = NULL;
+    int ret;
+
+    if (reply) {
+        *reply = NULL;
+    }
+    ret = vfu_conn_send(c, cmd, id, VFU_F_TYPE_COMMAND, 0, payload, len,
+                        fds, nfds, errp);
+    if (ret) {
+        return ret;
+    }
+    ret = conn_await(c, cmd, id, 0, deadline, &msg, errp);
+    if (ret) {
+        return ret;
+    }
+    if (msg->hdr.flags & VFU_F_ERROR) {
+        int err = msg->hdr.error ? msg->hdr.error : EIO;
+
+        error_setg(errp, "%s: %s failed on the server: %s", c->name,
+                   vfu_command_name(cmd), g_strerror(err));
+        return -(int)MIN(err, 4095);
+    }
+    ret = vfu_msg_decode(msg, &c->local, &local_err);
+    if (ret) {
+        error_propagate_prepend(errp, local_err, "%s: bad reply: ", c->name);
+        return -EPROTO;
+    }
+    if (reply) {
+        *reply = g_steal_pointer(&msg);
+    }
+    return 0;
+}
+
+int vfu_conn_call_async(VfuConn *c, uint16_t cmd, void *payload, size_t len,
+                        Error **errp)
+{
+    uint16_t id = c->next_id;
+    unsigned slot;
+    int ret;
+
+    if (c->async_count == VFU_MAX_ASYNC) {
+        /* the oldest must be answered first */
+        ret = conn_await(c, cmd, -1, VFU_MAX_ASYNC - 1,
+                         deadline_from_now(c), NULL, errp);
+        if (ret) {
+            return ret;
+        }
+    }
+    ret = vfu_conn_send(c, cmd, id, VFU_F_TYPE_COMMAND, 0, payload, len,
+                        NULL, 0, errp);
+    if (ret) {
+        return ret;
+    }
+    c->next_id++;
+    slot = (c->async_head + c->async_count) % VFU_MAX_ASYNC;
+    c->async[slot].id = id;
+    c->async[slot].cmd = cmd;
+    c->async_count++;
+    return 0;
+}
+
+int vfu_conn_flush(VfuConn *c, Error **errp)
+{
+    int ret = 0;
+
+    if (c->async_count) {
+        ret = conn_await(c, c->async[c->async_head].cmd, -1, 0,
+                         deadline_from_now(c), NULL, errp);
+    }
+    if (!ret && c->async_err) {
+        ret = c->async_err;
+        error_setg(errp, "%s: an asynchronous request failed: %s", c->name,
+                   g_strerror(-ret));
+    }
+    c->async_err = 0;
+    return ret;
 }
 
 int vfu_conn_post(VfuConn *c, uint16_t cmd, void *payload, size_t len,

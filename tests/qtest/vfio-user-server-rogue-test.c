@@ -771,6 +771,61 @@ static int run_stuck_dma(VfuConn **c, const Case *k)
 }
 
 /*
+ * edu writes 64 bytes to our memory and raises INTx (an eventfd of ours,
+ * returned in *@efd) when done.  The DMA_WRITE is not waited for, but the
+ * interrupt waits for its answer.  Returns the DMA_WRITE request.
+ */
+static VfuMsg *start_dma_write(VfuConn *c, int *efd)
+{
+    VfuMsg *m = NULL;
+
+    *efd = make_fd(FD_EVENTFD);
+    g_assert_cmpint(tc_set_irqs(c, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, efd, 1),
+                    ==, 0);
+    g_assert_cmpint(tc_dma_map(c, 0x200000, 0x1000, 0, RW, -1), ==, 0);
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    tc_write(c, 0, EDU_DMA_SRC, 8, EDU_DMA_BUF);
+    tc_write(c, 0, EDU_DMA_DST, 8, 0x200000);
+    tc_write(c, 0, EDU_DMA_CNT, 8, 64);
+    tc_write(c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN | EDU_DMA_TO_PCI | EDU_DMA_IRQ);
+    g_assert_cmpint(vfu_conn_recv(c, &m, true, NULL), ==, 1);
+    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_WRITE);
+    g_assert(!vfu_msg_is_reply(m));
+    return m;
+}
+
+/* The DMA_WRITE is never answered: the interrupt waits, then we are dropped */
+static int run_stuck_dma_write(VfuConn **c, const Case *k)
+{
+    g_autoptr(VfuMsg) req = NULL;
+    int efd, ret;
+
+    req = start_dma_write(*c, &efd);
+    g_assert_cmphex(tc_read(other, 0, EDU_ID, 4), ==, 0x010000ed);
+    ret = await_hangup(*c);
+    close(efd);
+    return ret;
+}
+
+/* An error answer to the DMA_WRITE: the interrupt still comes */
+static int run_dma_write_error(VfuConn **c, const Case *k)
+{
+    g_autoptr(VfuMsg) req = NULL;
+    GPollFD pfd = { .events = G_IO_IN };
+    uint64_t v;
+    int efd;
+
+    req = start_dma_write(*c, &efd);
+    g_assert_cmpint(vfu_conn_reply_error(*c, req, EFAULT, NULL), ==, 0);
+    pfd.fd = efd;
+    g_assert_cmpint(g_poll(&pfd, 1, 10000), ==, 1);
+    g_assert_cmpint(read(efd, &v, sizeof(v)), ==, sizeof(v));
+    close(efd);
+    g_assert_cmphex(tc_read(*c, 0, EDU_ID, 4), ==, 0x010000ed);
+    return 0;
+}
+
+/*
  * Requests while the remote waits for our DMA answer are kept for later,
  * up to VFU_MAX_DEFERRED; past that, EBUSY.  a=1: the flood is No_reply
  * writes, which cannot be refused: the remote hangs up instead.
@@ -1058,6 +1113,8 @@ static const Case cases[] = {
     CUSTOM("fault/close-after-setup", run_abrupt_close, 0, 0),
     CUSTOM("fault/close-mid-request", run_abrupt_close, 0, 1),
     CUSTOM("fault/never-answers-dma", run_stuck_dma, HANGUP, 0),
+    CUSTOM("fault/never-answers-dma-write", run_stuck_dma_write, HANGUP, 0),
+    CUSTOM("dma-write/error-reply", run_dma_write_error, 0, 0),
     CUSTOM("fault/stops-reading", run_no_read, HANGUP, 0),
     CUSTOM("limit/deferred-requests", run_defer_flood, -EBUSY, 0),
     CUSTOM("limit/deferred-no-reply", run_defer_flood, HANGUP, 1),

@@ -786,6 +786,115 @@ static void test_call_nested_request(void)
     pair_finish(&p);
 }
 
+/* ---- asynchronous calls ---------------------------------------------- */
+
+/* b answers a's request @id to @cmd, with @err as an error reply */
+static void answer(Pair *p, uint16_t id, uint16_t cmd, int err)
+{
+    vfu_conn_send(p->b, cmd, id, VFU_F_TYPE_REPLY | (err ? VFU_F_ERROR : 0),
+                  err, NULL, 0, NULL, 0, &error_abort);
+}
+
+/* b receives @n requests from a; returns the id of the first */
+static uint16_t take_requests(Pair *p, unsigned n, uint16_t cmd)
+{
+    uint16_t first = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        g_autoptr(VfuMsg) m = NULL;
+
+        g_assert_cmpint(vfu_conn_recv(p->b, &m, true, &error_abort), ==, 1);
+        g_assert_false(vfu_msg_is_reply(m));
+        g_assert_cmpuint(m->hdr.command, ==, cmd);
+        if (!i) {
+            first = m->hdr.msg_id;
+        } else {
+            g_assert_cmpuint(m->hdr.msg_id, ==, (uint16_t)(first + i));
+        }
+    }
+    return first;
+}
+
+/* Replies in any order, one an error: the flush reports it once. */
+static void test_async_out_of_order(void)
+{
+    Error *err = NULL;
+    uint16_t id;
+    Pair p;
+
+    pair_init(&p, NULL);
+    for (int i = 0; i < 3; i++) {
+        g_assert_cmpint(vfu_conn_call_async(p.a, VFU_CMD_DEVICE_RESET, NULL, 0,
+                                            &error_abort), ==, 0);
+    }
+    id = take_requests(&p, 3, VFU_CMD_DEVICE_RESET);
+    answer(&p, id + 2, VFU_CMD_DEVICE_RESET, 0);
+    answer(&p, id + 1, VFU_CMD_DEVICE_RESET, EFAULT);
+    /* a reply to nothing among them is dropped */
+    answer(&p, id + 7, VFU_CMD_DEVICE_RESET, 0);
+    answer(&p, id, VFU_CMD_DEVICE_RESET, 0);
+    g_assert_cmpint(vfu_conn_flush(p.a, &err), ==, -EFAULT);
+    g_assert(strstr(error_get_pretty(err), g_strerror(EFAULT)));
+    error_free(err);
+    g_assert(!vfu_conn_is_broken(p.a));
+    g_assert_cmpint(vfu_conn_flush(p.a, &error_abort), ==, 0);
+    pair_finish(&p);
+}
+
+/*
+ * Past VFU_MAX_ASYNC in flight, the oldest is waited for first; replies
+ * that come while nobody waits are taken by a non-blocking receive, and
+ * those that come during a call by the call.
+ */
+static void test_async_window(void)
+{
+    g_autoptr(VfuMsg) m = NULL;
+    uint16_t id;
+    Pair p;
+
+    pair_init(&p, NULL);
+    /* a's ids start at 1: the first one's answer is already there */
+    answer(&p, 1, VFU_CMD_DMA_WRITE, 0);
+    for (int i = 0; i <= VFU_MAX_ASYNC; i++) {
+        g_assert_cmpint(vfu_conn_call_async(p.a, VFU_CMD_DMA_WRITE, NULL, 0,
+                                            &error_abort), ==, 0);
+    }
+    id = take_requests(&p, VFU_MAX_ASYNC + 1, VFU_CMD_DMA_WRITE);
+    g_assert_cmpuint(id, ==, 1);
+    for (int i = 1; i < 10; i++) {
+        answer(&p, id + i, VFU_CMD_DMA_WRITE, 0);
+    }
+    g_assert_cmpint(vfu_conn_recv(p.a, &m, false, &error_abort), ==, 0);
+    g_assert_null(m);
+    for (int i = 10; i <= VFU_MAX_ASYNC; i++) {
+        answer(&p, id + i, VFU_CMD_DMA_WRITE, 0);
+    }
+    answer(&p, id + VFU_MAX_ASYNC + 1, VFU_CMD_DEVICE_RESET, 0);
+    g_assert_cmpint(vfu_conn_call(p.a, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0,
+                                  NULL, &error_abort), ==, 0);
+    /* nothing left: the flush does not wait */
+    vfu_conn_set_timeout(p.a, 1);
+    g_assert_cmpint(vfu_conn_flush(p.a, &error_abort), ==, 0);
+    pair_finish(&p);
+}
+
+/* A peer that never answers: the flush gives up and drops it. */
+static void test_async_unanswered(void)
+{
+    Error *err = NULL;
+    Pair p;
+
+    pair_init(&p, NULL);
+    vfu_conn_set_timeout(p.a, 100);
+    g_assert_cmpint(vfu_conn_call_async(p.a, VFU_CMD_DMA_WRITE, NULL, 0,
+                                        &error_abort), ==, 0);
+    g_assert_cmpint(vfu_conn_flush(p.a, &err), <, 0);
+    g_assert(strstr(error_get_pretty(err), "no answer"));
+    error_free(err);
+    g_assert(vfu_conn_is_broken(p.a));
+    pair_finish(&p);
+}
+
 /* A bad request gets an error reply carrying the errno. */
 static void test_error_reply_errno(void)
 {
@@ -1046,6 +1155,11 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/conn/call/timeout", test_call_timeout);
     g_test_add_func("/vfio-user/conn/call/nested-request",
                     test_call_nested_request);
+    g_test_add_func("/vfio-user/conn/async/out-of-order",
+                    test_async_out_of_order);
+    g_test_add_func("/vfio-user/conn/async/window", test_async_window);
+    g_test_add_func("/vfio-user/conn/async/unanswered",
+                    test_async_unanswered);
     g_test_add_func("/vfio-user/conn/error-reply-errno",
                     test_error_reply_errno);
     g_test_add_func("/vfio-user/conn/negotiate", test_negotiate);

@@ -41,6 +41,8 @@ struct VfuIrqs {
     MSITriggerFunc *saved_trigger;
     MSIPrepareMessageFunc *saved_msi_prepare;
     MSIxPrepareMessageFunc *saved_msix_prepare;
+    VfuIrqFlushFunc *flush;
+    void *flush_opaque;
 };
 
 /* INTx levels on the remote bus, and who exports each devfn */
@@ -70,6 +72,9 @@ static void vfu_irq_fire(VfuIrqs *irqs, uint32_t index, uint32_t i)
         return;
     }
     trace_vfio_user_srv_irq_fire(irqs->name, index, i, v->trigger_fd);
+    if (irqs->flush && v->trigger_fd >= 0) {
+        irqs->flush(irqs->flush_opaque);
+    }
     vfu_irq_signal(v->trigger_fd);
     if (index == VFU_PCI_INTX_IRQ) {
         v->masked = true;
@@ -178,6 +183,13 @@ VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name)
     }
     vfu_irq_owner[dev->devfn] = irqs;
     return irqs;
+}
+
+void vfu_irqs_set_flush(VfuIrqs *irqs, VfuIrqFlushFunc *fn,
+                        void *opaque)
+{
+    irqs->flush = fn;
+    irqs->flush_opaque = opaque;
 }
 
 void vfu_irqs_reset(VfuIrqs *irqs)

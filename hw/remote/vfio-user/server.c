@@ -653,7 +653,6 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
         g_autofree VfuDmaAccess *req = NULL;
         Error *err = NULL;
         uint64_t chunk, max;
-        VfuDmaAccess *a;
         int ret;
 
         if (!s->conn || !s->negotiated || vfu_conn_is_broken(s->conn)) {
@@ -670,25 +669,35 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
             memcpy(req->data, p, chunk);
         }
         trace_vfio_user_srv_dma_peer(vfu_server_id(s), addr, chunk, is_write);
-        ret = vfu_conn_call(s->conn,
-                            is_write ? VFU_CMD_DMA_WRITE : VFU_CMD_DMA_READ,
-                            req, sizeof(*req) + (is_write ? chunk : 0),
-                            NULL, 0, &reply, &err);
+        if (is_write) {
+            /*
+             * Like a posted PCI write, a DMA_WRITE is not waited for: its
+             * reply comes later, and interrupts wait for all of them (see
+             * vfu_server_irq_flush()).  The client serves requests in
+             * order, so a later DMA_READ or reply of ours sees the data.
+             */
+            ret = vfu_conn_call_async(s->conn, VFU_CMD_DMA_WRITE, req,
+                                      sizeof(*req) + chunk, &err);
+        } else {
+            ret = vfu_conn_call(s->conn, VFU_CMD_DMA_READ, req, sizeof(*req),
+                                NULL, 0, &reply, &err);
+        }
         if (ret) {
             trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, chunk,
                                                 error_get_pretty(err));
             error_free(err);
             return MEMTX_ERROR;
         }
-        a = (VfuDmaAccess *)reply->payload;
-        if (reply->len < sizeof(*a) || a->address != addr ||
-            a->count != chunk ||
-            (!is_write && reply->len != sizeof(*a) + chunk)) {
-            trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, chunk,
-                                                "reply does not match");
-            return MEMTX_ERROR;
-        }
         if (!is_write) {
+            VfuDmaAccess *a = (VfuDmaAccess *)reply->payload;
+
+            if (reply->len != sizeof(*a) + chunk || a->address != addr ||
+                a->count != chunk) {
+                trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr,
+                                                    chunk,
+                                                    "reply does not match");
+                return MEMTX_ERROR;
+            }
             memcpy(p, a->data, chunk);
         }
         p += chunk;
@@ -696,6 +705,23 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
         len -= chunk;
     }
     return MEMTX_OK;
+}
+
+/* The DMA_WRITEs still in flight must land before an interrupt does. */
+static void vfu_server_irq_flush(void *opaque)
+{
+    VfuServer *s = opaque;
+    Error *err = NULL;
+
+    if (!s->conn || vfu_conn_is_broken(s->conn)) {
+        return;
+    }
+    if (vfu_conn_flush(s->conn, &err)) {
+        /* a failed posted write: the device is not told, as with PCI */
+        trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), 0, 0,
+                                            error_get_pretty(err));
+        error_free(err);
+    }
 }
 
 /* ---- sockets -------------------------------------------------------------- */
@@ -961,6 +987,7 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
     s->dma = vfu_remote_machine_dma(pdev);
     s->bars = vfu_bar_windows_new(pdev);
     s->irqs = vfu_irqs_new(pdev, vfu_server_id(s));
+    vfu_irqs_set_flush(s->irqs, vfu_server_irq_flush, s);
     {
         AddressSpace *as[VFU_NUM_BARS] = { };
 

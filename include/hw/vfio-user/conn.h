@@ -111,6 +111,19 @@ void vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
 int vfu_conn_call(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
                   const int *fds, size_t nfds, VfuMsg **reply, Error **errp);
 
+/*
+ * Send a request whose reply is not waited for now: up to VFU_MAX_ASYNC
+ * are in flight (past that, the oldest is waited for first).  Their
+ * replies are taken whenever the connection receives; vfu_conn_flush()
+ * waits for all of them and returns the first error reply among them.
+ * Unlike No_reply, the peer still answers, so failures are seen and
+ * the caller can know when the requests were carried out.
+ */
+#define VFU_MAX_ASYNC           64
+int vfu_conn_call_async(VfuConn *conn, uint16_t cmd, void *payload,
+                        size_t len, Error **errp);
+int vfu_conn_flush(VfuConn *conn, Error **errp);
+
 /* Send a request flagged No_reply. */
 int vfu_conn_post(VfuConn *conn, uint16_t cmd, void *payload, size_t len,
                   Error **errp);

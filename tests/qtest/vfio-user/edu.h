@@ -22,6 +22,7 @@
 #define EDU_DMA_BUF         0x40000
 #define EDU_DMA_RUN         1
 #define EDU_DMA_TO_PCI      2
+#define EDU_DMA_IRQ         4
 
 #ifdef LIBQOS_PCI_H
 /* Wait for @off & @mask to read 0 (edu works on timers and threads). */

@@ -82,6 +82,14 @@ VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name);
 void vfu_irqs_free(VfuIrqs *irqs);
 /* Forget a client's eventfds and masks (disconnect). */
 void vfu_irqs_reset(VfuIrqs *irqs);
+/*
+ * Called before an interrupt is signalled: the device's DMA writes that
+ * are still on their way to the client must land before the client's
+ * driver looks at them.
+ */
+typedef void VfuIrqFlushFunc(void *opaque);
+void vfu_irqs_set_flush(VfuIrqs *irqs, VfuIrqFlushFunc *fn,
+                        void *opaque);
 uint32_t vfu_irqs_count(VfuIrqs *irqs, uint32_t index);
 uint32_t vfu_irqs_flags(VfuIrqs *irqs, uint32_t index);
 /*
