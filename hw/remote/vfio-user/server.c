@@ -96,7 +96,7 @@ struct VfuServer {
 
     VfuConn *conn;
     QEMUBH *deferred_bh;
-    guint client_tag;
+    bool client_watched;
     bool negotiated;
     unsigned depth;
     char *name;
@@ -740,20 +740,21 @@ static void vfu_server_listen_watch(VfuServer *s)
 
 /*
  * Forget the client: its interrupts, its DMA mappings and whatever state
- * it left in the device.  @from_watch: called by the client watch, which
- * removes itself.
+ * it left in the device.
  */
-static void vfu_server_drop_client(VfuServer *s, bool from_watch,
-                                   bool relisten)
+static void vfu_server_drop_client(VfuServer *s, bool relisten)
 {
     if (!s->conn) {
         return;
     }
     trace_vfio_user_srv_disconnect(vfu_server_id(s));
-    if (s->client_tag && !from_watch) {
-        g_source_remove(s->client_tag);
+    if (s->client_watched) {
+        /* fine from the handler itself */
+        qio_channel_set_aio_fd_handler(vfu_conn_ioc(s->conn),
+                                       iohandler_get_aio_context(),
+                                       NULL, NULL, NULL);
+        s->client_watched = false;
     }
-    s->client_tag = 0;
     vfu_conn_shutdown(s->conn);
     vfu_dma_space_set_peer(s->dma, NULL, NULL);
     vfu_irqs_reset(s->irqs);
@@ -792,7 +793,7 @@ static void vfu_server_deferred_bh(void *opaque)
 
     vfu_server_serve_deferred(s);
     if (s->conn && vfu_conn_is_broken(s->conn)) {
-        vfu_server_drop_client(s, false, true);
+        vfu_server_drop_client(s, true);
     }
 }
 
@@ -804,16 +805,20 @@ static void vfu_server_deferred(VfuConn *conn, void *opaque)
 }
 
 /*
- * Serve what the client sent, at most a batch.  Returns false when the
- * connection is broken and the client must be dropped.
+ * Serve what the client sent, at most a batch.  Without @drain, stop
+ * after a request that the client waits for: it is unlikely to have sent
+ * more, and the main loop comes back if it did, without the read that
+ * would only find nothing.  Returns false when the connection is broken
+ * and the client must be dropped.
  */
-static bool vfu_server_serve_pending(VfuServer *s)
+static bool vfu_server_serve_pending(VfuServer *s, bool drain)
 {
     vfu_server_serve_deferred(s);
 
     for (int n = 0; n < VFU_SERVER_BATCH; n++) {
         VfuMsg *msg = NULL;
         Error *err = NULL;
+        bool waited;
         int r;
 
         if (!s->conn || vfu_conn_is_broken(s->conn)) {
@@ -849,22 +854,23 @@ static bool vfu_server_serve_pending(VfuServer *s)
             vfu_msg_free(msg);
             continue;
         }
+        waited = !(msg->hdr.flags & VFU_F_NO_REPLY);
         vfu_conn_handle_request(s->conn, msg);
+        if (waited && !drain) {
+            break;
+        }
     }
     /* batch full: come back later */
     return s->conn && !vfu_conn_is_broken(s->conn);
 }
 
-static gboolean vfu_server_client_io(QIOChannel *ioc, GIOCondition cond,
-                                     gpointer opaque)
+static void vfu_server_client_read(void *opaque)
 {
     VfuServer *s = opaque;
 
-    if (vfu_server_serve_pending(s)) {
-        return G_SOURCE_CONTINUE;
+    if (!vfu_server_serve_pending(s, false)) {
+        vfu_server_drop_client(s, true);
     }
-    vfu_server_drop_client(s, true, true);
-    return G_SOURCE_REMOVE;
 }
 
 /* A doorbell rang: what the client wrote before it must be served first. */
@@ -872,8 +878,8 @@ static void vfu_server_flush_client(void *opaque)
 {
     VfuServer *s = opaque;
 
-    if (s->conn && s->depth == 0 && !vfu_server_serve_pending(s)) {
-        vfu_server_drop_client(s, false, true);
+    if (s->conn && s->depth == 0 && !vfu_server_serve_pending(s, true)) {
+        vfu_server_drop_client(s, true);
     }
 }
 
@@ -910,14 +916,23 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     s->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
     vfu_conn_set_timeout(s->conn, s->timeout_ms);
     s->negotiated = false;
+    s->warned_unsealed = false;
     vfu_conn_set_request_func(s->conn, vfu_server_request, s);
     vfu_conn_set_defer_func(s->conn, vfu_server_deferred, s);
     if (!s->deferred_bh) {
         s->deferred_bh = qemu_bh_new(vfu_server_deferred_bh, s);
     }
-    s->client_tag = qio_channel_add_watch(QIO_CHANNEL(sioc),
-                                          G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                          vfu_server_client_io, s, NULL);
+    /*
+     * An fd handler of the main loop rather than a GSource watch: glib
+     * takes a watch's fds out of the poll set and back around each
+     * dispatch, and wakes its own loop each time, which costs a whole
+     * extra main loop turn per request.  The iohandler context keeps
+     * block layer polling from serving the socket in the middle of I/O.
+     */
+    qio_channel_set_aio_fd_handler(QIO_CHANNEL(sioc),
+                                   iohandler_get_aio_context(),
+                                   vfu_server_client_read, NULL, s);
+    s->client_watched = true;
     /* one client at a time: the next waits in the backlog */
     s->listen_tag = 0;
     return G_SOURCE_REMOVE;
@@ -1017,7 +1032,7 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
 
 static void vfu_server_stop(VfuServer *s)
 {
-    vfu_server_drop_client(s, false, false);
+    vfu_server_drop_client(s, false);
     if (s->listen_tag) {
         g_source_remove(s->listen_tag);
         s->listen_tag = 0;
