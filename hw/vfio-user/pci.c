@@ -307,12 +307,6 @@ static uint32_t vfu_pci_read_config(PCIDevice *pdev, uint32_t addr, int len)
     return val;
 }
 
-static bool is_bar_register(uint32_t addr, int len)
-{
-    return (addr >= PCI_BASE_ADDRESS_0 && addr + len <= PCI_BASE_ADDRESS_5 + 4)
-        || (addr >= PCI_ROM_ADDRESS && addr + len <= PCI_ROM_ADDRESS + 4);
-}
-
 static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
                                  int len)
 {
@@ -323,12 +317,13 @@ static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
 
     trace_vfio_user_pci_config_write(dev_name(dev), addr, len, val);
     /*
-     * The server sees every write but to the BAR registers, whose addresses
-     * mean nothing to it: it must know about COMMAND (bus master) and the
-     * MSI/MSI-X enable bits to deliver DMA and interrupts.
+     * The server sees every write, as a VFIO device does: it must know
+     * about COMMAND (bus master) and the MSI/MSI-X enable bits to deliver
+     * DMA and interrupts, and some servers (QEMU 7.2's libvfio-user based
+     * one) reach a BAR only where the guest placed it.  The BARs we show
+     * the guest stay our own.
      */
-    if (addr + len <= PCI_CONFIG_SPACE_SIZE && !is_bar_register(addr, len) &&
-        !dev->dead) {
+    if (addr + len <= PCI_CONFIG_SPACE_SIZE && !dev->dead) {
         stl_le_p(buf, val);
         if (vfu_pci_region_write(dev, VFU_PCI_CONFIG_REGION, addr, buf, len,
                                  false, &err)) {

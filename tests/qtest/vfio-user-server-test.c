@@ -318,6 +318,34 @@ static void test_dma_unsealed(void)
     }
 }
 
+/*
+ * A client that writes the BAR registers, as QEMU's vfio code does: the
+ * server keeps them to itself (the device stays where the client cannot
+ * stack it on another device) and the BAR is still reached by region.
+ */
+static void test_bar_writes(void)
+{
+    g_autofree char *sock = tc_tmp_path("barw");
+    QTestState *qts = tc_start_edu(sock, NULL);
+    VfuConn *c = tc_connect(sock);
+    uint32_t bar0 = tc_read(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4);
+
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4, 0xffffffff);
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4, 0xe0000000);
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_ROM_ADDRESS, 4, 0xfff00001);
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2,
+             PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    g_assert_cmphex(tc_read(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4),
+                    ==, bar0);
+    g_assert_cmphex(tc_read(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2), ==,
+                    PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    g_assert_cmphex(tc_read(c, 0, EDU_ID, 4), ==, 0x010000ed);
+    tc_write(c, 0, EDU_LIVENESS, 4, 0x55);
+    g_assert_cmphex(tc_read(c, 0, EDU_LIVENESS, 4), ==, ~0x55u);
+    vfu_conn_free(c);
+    qtest_quit(qts);
+}
+
 static uint8_t find_cap(VfuConn *c, uint8_t id)
 {
     uint8_t pos = tc_read(c, VFU_PCI_CONFIG_REGION, PCI_CAPABILITY_LIST, 1);
@@ -621,6 +649,7 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user/server/dma-fd", test_dma_fd);
     qtest_add_func("/vfio-user/server/dma-msg", test_dma_msg);
     qtest_add_func("/vfio-user/server/dma-unsealed", test_dma_unsealed);
+    qtest_add_func("/vfio-user/server/bar-writes", test_bar_writes);
     qtest_add_func("/vfio-user/server/irq", test_irq);
     qtest_add_func("/vfio-user/server/reset-on-disconnect",
                    test_reset_on_disconnect);

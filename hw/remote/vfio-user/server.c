@@ -179,6 +179,25 @@ static int vfu_region_check(VfuServer *s, uint32_t index, uint64_t offset,
 }
 
 /* Config space, in naturally aligned pieces of at most 4 bytes. */
+/*
+ * The BAR registers (a naturally aligned access is inside or outside
+ * them).  Their addresses are the client's business: as VFIO does, the
+ * server ignores writes to them, so that the device's BARs never appear
+ * on the remote machine's bus, where clients would place them on top of
+ * each other.  Its regions are reached through VfuBarWindows instead.
+ */
+static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
+{
+    uint8_t type = pdev->config[PCI_HEADER_TYPE] &
+                   ~PCI_HEADER_TYPE_MULTI_FUNCTION;
+    bool bridge = type == PCI_HEADER_TYPE_BRIDGE;
+    uint64_t bars_end = bridge ? PCI_BASE_ADDRESS_2 : PCI_BASE_ADDRESS_5 + 4;
+    uint64_t rom = bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS;
+
+    return (offset >= PCI_BASE_ADDRESS_0 && offset < bars_end) ||
+           (offset >= rom && offset < rom + 4);
+}
+
 static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
                           uint64_t count, bool is_write)
 {
@@ -188,7 +207,9 @@ static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
         unsigned len = !(offset & 3) && count >= 4 ? 4 :
                        !(offset & 1) && count >= 2 ? 2 : 1;
 
-        if (is_write) {
+        if (is_write && vfu_config_is_bar(s->pdev, offset)) {
+            /* see vfu_config_is_bar() */
+        } else if (is_write) {
             pci_host_config_write_common(s->pdev, offset, limit,
                                          ldn_le_p(buf, len), len);
         } else {
