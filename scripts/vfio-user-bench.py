@@ -21,7 +21,9 @@ of --runs runs; a table goes to stdout and every number to a CSV file.
 
 The client and server binaries and the argument templates are parameters,
 so another implementation can be measured the same way: in the templates
-{sock} is the socket path and {img} the nvme disk image.
+{sock} is the socket path and {img} the nvme disk image.  --compare prints
+two such runs' CSV files side by side (make bench-upstream: ours against
+QEMU 7.2's own libvfio-user based server).
 """
 
 import argparse
@@ -372,7 +374,7 @@ def guest_dd(a, mode, tmp):
 
 
 def bench_nvme(a, res, tmp):
-    for mode in ("inproc", "fd", "secure"):
+    for mode in a.nvme_modes.split(","):
         runs = [guest_dd(a, mode, tmp) for _ in range(a.guest_runs)]
         for op in ("read", "write"):
             for bs in SIZES:
@@ -435,6 +437,25 @@ def targets(res):
     return rows
 
 
+def compare(paths, labels):
+    """Print the medians of two runs' CSV files side by side."""
+    runs = []
+    for path in paths:
+        with open(path, newline="") as f:
+            runs.append({(r["group"], r["name"]): r for r in csv.DictReader(f)})
+    keys = list(runs[0]) + [k for k in runs[1] if k not in runs[0]]
+    print("%-6s %-48s %12s %12s %-6s %7s" % ("group", "measure", labels[0],
+                                              labels[1], "unit", "ratio"))
+    for k in keys:
+        vals = [float(r[k]["value"]) if k in r else None for r in runs]
+        unit = (runs[0].get(k) or runs[1].get(k))["unit"]
+        ratio = ("%.2f" % (vals[1] / vals[0])
+                 if None not in vals and vals[0] else "-")
+        print("%-6s %-48s %12s %12s %-6s %7s" % (
+            k[0], k[1], *("-" if v is None else "%.4g" % v for v in vals),
+            unit, ratio))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     build = os.environ.get("BUILD_ROOT", os.path.join(here, "..", "build"))
@@ -462,9 +483,19 @@ def main():
     p.add_argument("--guest-timeout", type=int, default=240)
     p.add_argument("--only", default="raw,mmio,bell,nvme",
                    help="comma-separated parts to run")
+    p.add_argument("--nvme-modes", default="inproc,fd,secure",
+                   help="guest runs: nvme in process, remote by fd, "
+                        "remote with secure-dma")
     p.add_argument("--csv", default=os.path.join(build, "bench",
                                                  "results.csv"))
+    p.add_argument("--compare", nargs=2, metavar="CSV",
+                   help="only print two earlier runs side by side")
+    p.add_argument("--labels", default="ours,other",
+                   help="column names for --compare")
     a = p.parse_args()
+    if a.compare:
+        compare(a.compare, a.labels.split(","))
+        return
 
     res = Results()
     parts = a.only.split(",")
