@@ -329,6 +329,7 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
                                Error **errp)
 {
     g_autofree int *fds = g_new(int, nvec);
+    Error *err = NULL;
 
     vfu_irq_disable(dev);
     dev->vectors = g_new0(VfuIrqVector, nvec);
@@ -369,6 +370,20 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
                      VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
                      0, nvec, fds, errp)) {
         return false;
+    }
+    /*
+     * Vectors are masked here, in the capability we emulate.  Some servers
+     * keep masks of their own that only UNMASK clears (QEMU 7.2's keeps
+     * the device's MSI-X table, masked from reset, without saying so in
+     * the IRQ info), so clear them all there; a server without masks may
+     * refuse, which changes nothing.
+     */
+    if (vfu_set_irqs(dev, mode,
+                     VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_UNMASK,
+                     0, nvec, NULL, &err)) {
+        trace_vfio_user_pci_unmask_refused(dev->socket_path, mode,
+                                           error_get_pretty(err));
+        error_free(err);
     }
     return true;
 }

@@ -28,6 +28,7 @@ static const char *const mode_names[] = { "fd", "nofd", "secure" };
 typedef struct Rig {
     char *dir;
     char *sock;
+    char *log;              /* the client's SET_IRQS trace */
     GPid remote;
     QTestState *qts;
     QPCIBus *bus;
@@ -41,15 +42,18 @@ static void rig_start(Rig *r, DmaMode mode)
 
     r->dir = g_dir_make_tmp("vfio-user-edu-XXXXXX", NULL);
     r->sock = g_strdup_printf("%s/edu.sock", r->dir);
+    r->log = g_strdup_printf("%s/client.log", r->dir);
     r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
 
     r->qts = qtest_initf(VU_FW_ARGS "-M pc%s -m 64M %s "
+                         "-trace vfio_user_pci_set_irqs -D %s "
                          "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
                          mode == DMA_NOFD ? "" : ",memory-backend=mem",
                          mode == DMA_NOFD ? "" :
                          "-object memory-backend-memfd,id=mem,size=64M,"
                          "share=on",
-                         r->sock, mode == DMA_SECURE ? ",secure-dma=on" : "");
+                         r->log, r->sock,
+                         mode == DMA_SECURE ? ",secure-dma=on" : "");
     r->bus = qpci_new_pc(r->qts, NULL);
     qtest_irq_intercept_in(r->qts, "ioapic");
     vu_route_pirqs(r->bus, INTX_GSI);
@@ -65,7 +69,9 @@ static void rig_stop(Rig *r)
     qtest_quit(r->qts);
     vu_kill_server(r->remote);
     unlink(r->sock);
+    unlink(r->log);
     rmdir(r->dir);
+    g_free(r->log);
     g_free(r->sock);
     g_free(r->dir);
 }
@@ -204,6 +210,11 @@ static void test_msi(gconstpointer opaque)
     rig_start(&r, DMA_FD);
     qtest_writel(r.qts, 0x400000, 0);
     msi_setup(&r, 0x400000, 0x4321);
+    /* the eventfd, then the server's own mask cleared (index 1: MSI) */
+    g_assert_cmpuint(vu_count_in_file(r.log, "index 1 flags 0x24 start 0 "
+                                      "count 1"), ==, 1);
+    g_assert_cmpuint(vu_count_in_file(r.log, "index 1 flags 0x11 start 0 "
+                                      "count 1"), ==, 1);
     edu_wr(&r, EDU_IRQ_RAISE, 0x1);
     g_assert(wait_mem32(&r, 0x400000, 0x4321));
     g_assert_cmphex(edu_rd(&r, EDU_IRQ_STATUS), ==, 0x1);
