@@ -143,10 +143,8 @@ bench: build guest $(BENCH_DIR)/vfu-sockbench
 	    --csv $(BENCH_DIR)/results.csv $(BENCH_ARGS)
 
 # x-vfio-user-server (QEMU 7.2, libvfio-user) offers no ioeventfds and
-# reaches DMA only through fds; with our client its nvme gets no
-# interrupt once the guest driver moves to MSI-X, so the guest runs are
-# left out unless asked for (UPSTREAM_PARTS=raw,mmio,bell,nvme).
-UPSTREAM_PARTS ?= raw,mmio,bell
+# reaches DMA only through fds: no secure-dma run.
+UPSTREAM_PARTS ?= raw,mmio,bell,nvme
 UPSTREAM_REMOTE := -M x-remote,vfio-user=on,auto-shutdown=off -nodefaults \
     -display none
 UPSTREAM_OBJ := -object x-vfio-user-server,id=v0,type=unix,path={sock}
