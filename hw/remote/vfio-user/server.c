@@ -178,7 +178,6 @@ static int vfu_region_check(VfuServer *s, uint32_t index, uint64_t offset,
     return 0;
 }
 
-/* Config space, in naturally aligned pieces of at most 4 bytes. */
 /*
  * The BAR registers (a naturally aligned access is inside or outside
  * them).  Their addresses are the client's business: as VFIO does, the
@@ -198,6 +197,7 @@ static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
            (offset >= rom && offset < rom + 4);
 }
 
+/* Config space, in naturally aligned pieces of at most 4 bytes. */
 static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
                           uint64_t count, bool is_write)
 {
