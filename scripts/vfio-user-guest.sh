@@ -27,6 +27,7 @@
 # e2e (scripts/vfio-user-e2e.py drives it; it runs every step and reports
 # each as `VFU-STEP: NAME PASS|FAIL [why]`, then waits to be stopped):
 #   vfu.vsha=HEX       as vfu.sha, for /dev/vda (virtio-blk; step skipped if unset)
+#   vfu.ssha=HEX       as vfu.sha, for /dev/sda (lsi53c895a; step skipped if unset)
 #   vfu.hsha=HEX       as vfu.sha, for the hot-plugged nvme (serial vfuhot)
 #   vfu.net=IP:PORT    HTTP service (step skipped if unset): GET /blob;
 #                      POST /upload takes base64
@@ -372,6 +373,7 @@ e2e() {
     show_pci
     step nvme blk_rw /dev/nvme0n1 "$(arg sha '')"
     [ -z "$(arg vsha '')" ] || step virtio-blk blk_rw /dev/vda "$(arg vsha '')"
+    [ -z "$(arg ssha '')" ] || step lsi blk_rw /dev/sda "$(arg ssha '')"
     [ -z "$(arg net '')" ] || step e1000e e2e_net
     step hotplug e2e_hotplug
     step crash e2e_crash

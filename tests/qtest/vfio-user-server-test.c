@@ -320,8 +320,9 @@ static void test_dma_unsealed(void)
 
 /*
  * A client that writes the BAR registers, as QEMU's vfio code does: the
- * server keeps them to itself (the device stays where the client cannot
- * stack it on another device) and the BAR is still reached by region.
+ * server keeps them from the device (which stays where the client cannot
+ * stack it on another device), the BAR is still reached by region, and
+ * the device's own DMA finds the BAR at the client's address.
  */
 static void test_bar_writes(void)
 {
@@ -331,7 +332,8 @@ static void test_bar_writes(void)
     uint32_t bar0 = tc_read(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4);
 
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4, 0xffffffff);
-    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4, 0xe0000000);
+    /* below 256 MiB: edu clamps its DMA addresses to 28 bits */
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_BASE_ADDRESS_0, 4, 0x08000000);
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_ROM_ADDRESS, 4, 0xfff00001);
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2,
              PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
@@ -341,6 +343,20 @@ static void test_bar_writes(void)
                     PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     g_assert_cmphex(tc_read(c, 0, EDU_ID, 4), ==, 0x010000ed);
     tc_write(c, 0, EDU_LIVENESS, 4, 0x55);
+    g_assert_cmphex(tc_read(c, 0, EDU_LIVENESS, 4), ==, ~0x55u);
+
+    /*
+     * The device reaches its own BAR by DMA where the client placed it:
+     * its ID register into its buffer, and back into its liveness
+     * register (which reads back inverted).
+     */
+    tc_edu_dma(c, 0x08000000 + EDU_ID, EDU_DMA_BUF, 4, false);
+    tc_edu_dma(c, EDU_DMA_BUF, 0x08000000 + EDU_LIVENESS, 4, true);
+    g_assert_cmphex(tc_read(c, 0, EDU_LIVENESS, 4), ==, ~0x010000edu);
+    /* ... and not with memory decoding off */
+    tc_write(c, 0, EDU_LIVENESS, 4, 0x55);
+    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    tc_edu_dma(c, EDU_DMA_BUF, 0x08000000 + EDU_LIVENESS, 4, true);
     g_assert_cmphex(tc_read(c, 0, EDU_LIVENESS, 4), ==, ~0x55u);
     vfu_conn_free(c);
     qtest_quit(qts);

@@ -272,9 +272,24 @@ VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn)
     memory_region_init(&s->root, owner, name, UINT64_MAX);
     memory_region_init_io(&s->abort, owner, &vfu_dma_abort_ops, s,
                           "vfio-user-dma-unmapped", UINT64_MAX);
-    memory_region_add_subregion_overlap(&s->root, 0, &s->abort, -1);
+    /* below the device's own BARs (-1) and the client's mappings (0) */
+    memory_region_add_subregion_overlap(&s->root, 0, &s->abort, -2);
     address_space_init(&s->as, &s->root, name);
     return s;
+}
+
+void vfu_dma_space_place_bar(VfuDmaSpace *s, MemoryRegion *mr, bool present,
+                             uint64_t addr)
+{
+    memory_region_transaction_begin();
+    if (mr->container == &s->root) {
+        memory_region_del_subregion(&s->root, mr);
+    }
+    if (present) {
+        trace_vfio_user_srv_dma_bar(s->devfn, memory_region_name(mr), addr);
+        memory_region_add_subregion_overlap(&s->root, addr, mr, -1);
+    }
+    memory_region_transaction_commit();
 }
 
 AddressSpace *vfu_dma_space_as(VfuDmaSpace *s)

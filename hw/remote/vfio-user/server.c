@@ -67,6 +67,8 @@ struct VfuBarWindows {
 
     MemoryRegion root[VFU_NUM_BARS];
     MemoryRegion alias[VFU_NUM_BARS];
+    MemoryRegion self[VFU_NUM_BARS];    /* in the device's DMA space */
+    uint64_t self_addr[VFU_NUM_BARS];   /* where, or 0 */
     AddressSpace as[VFU_NUM_BARS];
     uint64_t size[VFU_NUM_BARS];
     bool io[VFU_NUM_BARS];
@@ -80,6 +82,8 @@ struct VfuServer {
     uint32_t timeout_ms;
     bool map_unsealed_fds;
     bool warned_unsealed;
+    /* the BAR registers as the client wrote them (see vfu_config_is_bar()) */
+    uint8_t bar_regs[PCI_CONFIG_SPACE_SIZE];
     bool completed;
     Notifier machine_done;
     bool waiting_machine;
@@ -131,6 +135,8 @@ static VfuBarWindows *vfu_bar_windows_new(PCIDevice *pdev)
         memory_region_init(&b->root[i], OBJECT(b), name, r->size);
         memory_region_init_alias(&b->alias[i], OBJECT(b), name, r->memory, 0,
                                  r->size);
+        memory_region_init_alias(&b->self[i], OBJECT(b), name, r->memory, 0,
+                                 r->size);
         memory_region_add_subregion(&b->root[i], 0, &b->alias[i]);
         address_space_init(&b->as[i], &b->root[i], name);
     }
@@ -181,15 +187,21 @@ static int vfu_region_check(VfuServer *s, uint32_t index, uint64_t offset,
 /*
  * The BAR registers (a naturally aligned access is inside or outside
  * them).  Their addresses are the client's business: as VFIO does, the
- * server ignores writes to them, so that the device's BARs never appear
- * on the remote machine's bus, where clients would place them on top of
- * each other.  Its regions are reached through VfuBarWindows instead.
+ * server keeps writes to them from the device, so that its BARs never
+ * appear on the remote machine's bus, where clients would place them on
+ * top of each other; its regions are reached through VfuBarWindows.  The
+ * addresses still matter to a device that DMAs to its own BARs (as
+ * lsi53c895a fetches SCRIPTS from its RAM BAR): see vfu_server_place_bars().
  */
+static bool vfu_is_bridge(PCIDevice *pdev)
+{
+    return (pdev->config[PCI_HEADER_TYPE] & ~PCI_HEADER_TYPE_MULTI_FUNCTION)
+           == PCI_HEADER_TYPE_BRIDGE;
+}
+
 static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
 {
-    uint8_t type = pdev->config[PCI_HEADER_TYPE] &
-                   ~PCI_HEADER_TYPE_MULTI_FUNCTION;
-    bool bridge = type == PCI_HEADER_TYPE_BRIDGE;
+    bool bridge = vfu_is_bridge(pdev);
     uint64_t bars_end = bridge ? PCI_BASE_ADDRESS_2 : PCI_BASE_ADDRESS_5 + 4;
     uint64_t rom = bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS;
 
@@ -197,19 +209,67 @@ static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
            (offset >= rom && offset < rom + 4);
 }
 
+/*
+ * The device's memory BARs at the addresses the client gave them, in the
+ * device's DMA space while the client enabled memory decoding: a device
+ * reaches its own BARs there, as on a real bus.
+ */
+static void vfu_server_place_bars(VfuServer *s, bool enabled)
+{
+    PCIDevice *pdev = s->pdev;
+    bool bridge = vfu_is_bridge(pdev);
+    bool mem = pci_get_word(pdev->config + PCI_COMMAND) & PCI_COMMAND_MEMORY;
+
+    for (int i = 0; i < VFU_NUM_BARS; i++) {
+        PCIIORegion *r = &pdev->io_regions[i];     /* 6: PCI_ROM_SLOT */
+        uint64_t size = s->bars->size[i], addr;
+        uint32_t reg;
+
+        if (!size || s->bars->io[i]) {
+            continue;
+        }
+        if (i == VFU_PCI_ROM_REGION) {
+            reg = ldl_le_p(s->bar_regs +
+                           (bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS));
+            addr = reg & (reg & PCI_ROM_ADDRESS_ENABLE ?
+                          PCI_ROM_ADDRESS_MASK : 0);
+        } else {
+            reg = ldl_le_p(s->bar_regs + PCI_BASE_ADDRESS_0 + 4 * i);
+            addr = reg & PCI_BASE_ADDRESS_MEM_MASK;
+            if ((r->type & PCI_BASE_ADDRESS_MEM_TYPE_64) && i < 5) {
+                addr |= (uint64_t)ldl_le_p(s->bar_regs + PCI_BASE_ADDRESS_0 +
+                                           4 * (i + 1)) << 32;
+            }
+        }
+        addr &= ~(size - 1);
+        if (!enabled || !mem || addr + size - 1 < addr) {
+            addr = 0;
+        }
+        if (addr != s->bars->self_addr[i]) {
+            s->bars->self_addr[i] = addr;
+            vfu_dma_space_place_bar(s->dma, &s->bars->self[i], addr != 0,
+                                    addr);
+        }
+    }
+}
+
 /* Config space, in naturally aligned pieces of at most 4 bytes. */
 static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
                           uint64_t count, bool is_write)
 {
     uint32_t limit = pci_config_size(s->pdev);
+    bool bars_changed = false;
 
     while (count) {
         unsigned len = !(offset & 3) && count >= 4 ? 4 :
                        !(offset & 1) && count >= 2 ? 2 : 1;
 
         if (is_write && vfu_config_is_bar(s->pdev, offset)) {
-            /* see vfu_config_is_bar() */
+            memcpy(s->bar_regs + offset, buf, len);
+            bars_changed = true;
         } else if (is_write) {
+            bars_changed |= offset <= PCI_COMMAND &&
+                            offset + len > PCI_COMMAND;
             pci_host_config_write_common(s->pdev, offset, limit,
                                          ldn_le_p(buf, len), len);
         } else {
@@ -219,6 +279,9 @@ static void vfu_config_rw(VfuServer *s, uint64_t offset, uint8_t *buf,
         offset += len;
         buf += len;
         count -= len;
+    }
+    if (bars_changed) {
+        vfu_server_place_bars(s, true);
     }
 }
 
@@ -577,6 +640,8 @@ static int vfu_handle_reset(VfuServer *s, VfuConn *conn, VfuMsg *msg,
 {
     trace_vfio_user_srv_reset(vfu_server_id(s), "request");
     pci_device_reset(s->pdev);
+    /* memory decoding is off again */
+    vfu_server_place_bars(s, true);
     return vfu_conn_reply(conn, msg, NULL, 0, NULL, 0, errp);
 }
 
@@ -782,6 +847,8 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     vfu_iofds_reset(s->iofds);
     trace_vfio_user_srv_reset(vfu_server_id(s), "disconnect");
     pci_device_reset(s->pdev);
+    vfu_server_place_bars(s, false);
+    memset(s->bar_regs, 0, sizeof(s->bar_regs));
     vfu_dma_space_unmap_all(s->dma);
     if (s->deferred_bh) {
         qemu_bh_cancel(s->deferred_bh);

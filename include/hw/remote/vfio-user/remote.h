@@ -73,6 +73,13 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
 int vfu_dma_space_unmap(VfuDmaSpace *s, const VfuDmaUnmap *req,
                         uint64_t pgsize, Error **errp);
 void vfu_dma_space_unmap_all(VfuDmaSpace *s);
+/*
+ * Put @mr, an alias of one of the device's own BARs, at @addr of its DMA
+ * address space (where the client's guest placed the BAR), or take it out
+ * with @present false.  The client's mappings win where they overlap.
+ */
+void vfu_dma_space_place_bar(VfuDmaSpace *s, MemoryRegion *mr, bool present,
+                             uint64_t addr);
 
 /* ---- irq.c -------------------------------------------------------------- */
 
