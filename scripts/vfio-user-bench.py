@@ -368,7 +368,7 @@ def guest_dd(a, mode, tmp):
     for m in re.finditer(r"VFU-DD: (\w+) bs=(\d+) bytes=(\d+) "
                          r"t0=([\d.]+) t1=([\d.]+)", text):
         op, bs, nbytes = m.group(1), int(m.group(2)), int(m.group(3))
-        t = max(float(m.group(5)) - float(m.group(4)), 0.01)
+        t = max(float(m.group(5)) - float(m.group(4)), 1e-4)
         out[(op, bs)] = nbytes / t / (1024 * 1024)
     return out
 
