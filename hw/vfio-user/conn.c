@@ -366,6 +366,7 @@ static bool conn_async_reply(VfuConn *c, VfuMsg *msg)
 {
     for (unsigned i = 0; i < c->async_count; i++) {
         unsigned slot = (c->async_head + i) % VFU_MAX_ASYNC;
+        int err;
 
         if (c->async[slot].id != msg->hdr.msg_id ||
             c->async[slot].cmd != msg->hdr.command) {
@@ -376,15 +377,15 @@ static bool conn_async_reply(VfuConn *c, VfuMsg *msg)
             c->async[(c->async_head + j) % VFU_MAX_ASYNC] =
                 c->async[(c->async_head + j - 1) % VFU_MAX_ASYNC];
         }
+        err = (msg->hdr.flags & VFU_F_ERROR) ?
+              MIN(msg->hdr.error ?: EIO, 4095) : 0;
         c->async_head = (c->async_head + 1) % VFU_MAX_ASYNC;
         c->async_count--;
-        if ((msg->hdr.flags & VFU_F_ERROR) && !c->async_err) {
-            c->async_err = -(int)MIN(msg->hdr.error ?: EIO, 4095);
+        if (!c->async_err) {
+            c->async_err = -err;
         }
         trace_vfio_user_async_reply(c->name, msg->hdr.msg_id,
-                                    vfu_command_name(msg->hdr.command),
-                                    (msg->hdr.flags & VFU_F_ERROR) ?
-                                    msg->hdr.error ?: EIO : 0,
+                                    vfu_command_name(msg->hdr.command), err,
                                     c->async_count);
         return true;
     }

@@ -281,8 +281,13 @@ VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn)
 void vfu_dma_space_place_bar(VfuDmaSpace *s, MemoryRegion *mr, bool present,
                              uint64_t addr)
 {
+    bool placed = mr->container == &s->root;
+
+    if (placed == present && (!present || mr->addr == addr)) {
+        return;     /* nothing moves: spare the FlatView a rebuild */
+    }
     memory_region_transaction_begin();
-    if (mr->container == &s->root) {
+    if (placed) {
         memory_region_del_subregion(&s->root, mr);
     }
     if (present) {

@@ -68,7 +68,6 @@ struct VfuBarWindows {
     MemoryRegion root[VFU_NUM_BARS];
     MemoryRegion alias[VFU_NUM_BARS];
     MemoryRegion self[VFU_NUM_BARS];    /* in the device's DMA space */
-    uint64_t self_addr[VFU_NUM_BARS];   /* where, or 0 */
     AddressSpace as[VFU_NUM_BARS];
     uint64_t size[VFU_NUM_BARS];
     bool io[VFU_NUM_BARS];
@@ -193,17 +192,12 @@ static int vfu_region_check(VfuServer *s, uint32_t index, uint64_t offset,
  * addresses still matter to a device that DMAs to its own BARs (as
  * lsi53c895a fetches SCRIPTS from its RAM BAR): see vfu_server_place_bars().
  */
-static bool vfu_is_bridge(PCIDevice *pdev)
-{
-    return (pdev->config[PCI_HEADER_TYPE] & ~PCI_HEADER_TYPE_MULTI_FUNCTION)
-           == PCI_HEADER_TYPE_BRIDGE;
-}
-
 static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
 {
-    bool bridge = vfu_is_bridge(pdev);
+    bool bridge = (pdev->config[PCI_HEADER_TYPE] &
+                   ~PCI_HEADER_TYPE_MULTI_FUNCTION) == PCI_HEADER_TYPE_BRIDGE;
     uint64_t bars_end = bridge ? PCI_BASE_ADDRESS_2 : PCI_BASE_ADDRESS_5 + 4;
-    uint64_t rom = bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS;
+    uint64_t rom = pci_bar(pdev, PCI_ROM_SLOT);
 
     return (offset >= PCI_BASE_ADDRESS_0 && offset < bars_end) ||
            (offset >= rom && offset < rom + 4);
@@ -217,39 +211,31 @@ static bool vfu_config_is_bar(PCIDevice *pdev, uint64_t offset)
 static void vfu_server_place_bars(VfuServer *s, bool enabled)
 {
     PCIDevice *pdev = s->pdev;
-    bool bridge = vfu_is_bridge(pdev);
     bool mem = pci_get_word(pdev->config + PCI_COMMAND) & PCI_COMMAND_MEMORY;
 
+    /* BAR i (6: the ROM) is region i, and PCI_ROM_SLOT is 6 too */
     for (int i = 0; i < VFU_NUM_BARS; i++) {
-        PCIIORegion *r = &pdev->io_regions[i];     /* 6: PCI_ROM_SLOT */
+        PCIIORegion *r = &pdev->io_regions[i];
+        uint32_t reg = ldl_le_p(s->bar_regs + pci_bar(pdev, i));
         uint64_t size = s->bars->size[i], addr;
-        uint32_t reg;
 
         if (!size || s->bars->io[i]) {
             continue;
         }
-        if (i == VFU_PCI_ROM_REGION) {
-            reg = ldl_le_p(s->bar_regs +
-                           (bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS));
+        if (i == PCI_ROM_SLOT) {
             addr = reg & (reg & PCI_ROM_ADDRESS_ENABLE ?
                           PCI_ROM_ADDRESS_MASK : 0);
         } else {
-            reg = ldl_le_p(s->bar_regs + PCI_BASE_ADDRESS_0 + 4 * i);
             addr = reg & PCI_BASE_ADDRESS_MEM_MASK;
             if ((r->type & PCI_BASE_ADDRESS_MEM_TYPE_64) && i < 5) {
-                addr |= (uint64_t)ldl_le_p(s->bar_regs + PCI_BASE_ADDRESS_0 +
-                                           4 * (i + 1)) << 32;
+                addr |= (uint64_t)ldl_le_p(s->bar_regs +
+                                           pci_bar(pdev, i + 1)) << 32;
             }
         }
         addr &= ~(size - 1);
-        if (!enabled || !mem || addr + size - 1 < addr) {
-            addr = 0;
-        }
-        if (addr != s->bars->self_addr[i]) {
-            s->bars->self_addr[i] = addr;
-            vfu_dma_space_place_bar(s->dma, &s->bars->self[i], addr != 0,
-                                    addr);
-        }
+        vfu_dma_space_place_bar(s->dma, &s->bars->self[i],
+                                enabled && mem && addr &&
+                                addr + size - 1 > addr, addr);
     }
 }
 
