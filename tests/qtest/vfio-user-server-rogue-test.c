@@ -712,21 +712,33 @@ static int run_max_msg(VfuConn **c, const Case *k)
  * Make the remote wait on a DMA_READ from us: a mapping without an fd
  * and an edu DMA from it.  Returns the DMA_READ request.
  */
-static VfuMsg *start_dma_wait(VfuConn *c)
+/*
+ * Let edu master the bus and move 64 bytes between its buffer and our
+ * memory at 0x200000 (which the caller mapped without an fd mmap): toward
+ * us with @to_us, raising INTx when done with @irq.  Returns the DMA
+ * request edu's transfer sends us.
+ */
+static VfuMsg *edu_dma_request(VfuConn *c, bool to_us, bool irq)
 {
     VfuMsg *m = NULL;
 
-    g_assert_cmpint(tc_dma_map(c, 0x200000, 0x1000, 0, RW, -1), ==, 0);
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
-    tc_write(c, 0, EDU_DMA_SRC, 8, 0x200000);
-    tc_write(c, 0, EDU_DMA_DST, 8, EDU_DMA_BUF);
-    tc_write(c, 0, EDU_DMA_CNT, 8, 64);
-    tc_write(c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN);
+    tc_edu_dma_start(c, to_us ? EDU_DMA_BUF : 0x200000,
+                     to_us ? 0x200000 : EDU_DMA_BUF, 64,
+                     EDU_DMA_RUN | (to_us ? EDU_DMA_TO_PCI : 0) |
+                     (irq ? EDU_DMA_IRQ : 0));
     /* edu starts the transfer from a timer: the request comes by itself */
     g_assert_cmpint(vfu_conn_recv(c, &m, true, NULL), ==, 1);
-    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_READ);
+    g_assert_cmpuint(m->hdr.command, ==,
+                     to_us ? VFU_CMD_DMA_WRITE : VFU_CMD_DMA_READ);
     g_assert(!vfu_msg_is_reply(m));
     return m;
+}
+
+static VfuMsg *start_dma_wait(VfuConn *c)
+{
+    g_assert_cmpint(tc_dma_map(c, 0x200000, 0x1000, 0, RW, -1), ==, 0);
+    return edu_dma_request(c, false, false);
 }
 
 /*
@@ -737,20 +749,14 @@ static VfuMsg *start_dma_wait(VfuConn *c)
 static int run_unsealed(VfuConn **c, const Case *k)
 {
     int fd = make_fd(FD_UNSEALED);
-    VfuMsg *m = NULL;
+    VfuMsg *m;
     int ret;
 
     ret = tc_dma_map(*c, 0x200000, 0x1000, 0x1000, RW, fd);
     g_assert_false(has_rogue_mapping_now(qpid));
     g_assert_cmpint(ftruncate(fd, 0), ==, 0);
     close(fd);
-    tc_write(*c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
-    tc_write(*c, 0, EDU_DMA_SRC, 8, 0x200000);
-    tc_write(*c, 0, EDU_DMA_DST, 8, EDU_DMA_BUF);
-    tc_write(*c, 0, EDU_DMA_CNT, 8, 64);
-    tc_write(*c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN);
-    g_assert_cmpint(vfu_conn_recv(*c, &m, true, NULL), ==, 1);
-    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_READ);
+    m = edu_dma_request(*c, false, false);
     g_assert_cmpint(vfu_conn_reply_error(*c, m, EFAULT, NULL), ==, 0);
     vfu_msg_free(m);
     g_assert_cmphex(tc_read(*c, 0, EDU_ID, 4), ==, 0x010000ed);
@@ -777,21 +783,11 @@ static int run_stuck_dma(VfuConn **c, const Case *k)
  */
 static VfuMsg *start_dma_write(VfuConn *c, int *efd)
 {
-    VfuMsg *m = NULL;
-
     *efd = make_fd(FD_EVENTFD);
     g_assert_cmpint(tc_set_irqs(c, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, efd, 1),
                     ==, 0);
     g_assert_cmpint(tc_dma_map(c, 0x200000, 0x1000, 0, RW, -1), ==, 0);
-    tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
-    tc_write(c, 0, EDU_DMA_SRC, 8, EDU_DMA_BUF);
-    tc_write(c, 0, EDU_DMA_DST, 8, 0x200000);
-    tc_write(c, 0, EDU_DMA_CNT, 8, 64);
-    tc_write(c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN | EDU_DMA_TO_PCI | EDU_DMA_IRQ);
-    g_assert_cmpint(vfu_conn_recv(c, &m, true, NULL), ==, 1);
-    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_WRITE);
-    g_assert(!vfu_msg_is_reply(m));
-    return m;
+    return edu_dma_request(c, true, true);
 }
 
 /* The DMA_WRITE is never answered: the interrupt waits, then we are dropped */

@@ -475,10 +475,7 @@ static void test_reset_on_disconnect(void)
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2,
              PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY);
     tc_write(c, VFU_PCI_CONFIG_REGION, PCI_INTERRUPT_LINE, 1, 0x42);
-    tc_write(c, 0, EDU_DMA_SRC, 8, 0x200000);
-    tc_write(c, 0, EDU_DMA_DST, 8, EDU_DMA_BUF);
-    tc_write(c, 0, EDU_DMA_CNT, 8, 16);
-    tc_write(c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN);
+    tc_edu_dma_start(c, 0x200000, EDU_DMA_BUF, 16, EDU_DMA_RUN);
     g_assert_cmpint(vfu_conn_recv(c, &msg, true, &err), ==, 1);
     g_assert_cmpuint(msg->hdr.command, ==, VFU_CMD_DMA_READ);
     vfu_conn_free(c);

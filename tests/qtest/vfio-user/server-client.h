@@ -192,13 +192,21 @@ static inline uint64_t tc_eventfd_wait(int fd, int ms)
 }
 
 /* Run an edu DMA and wait (serving DMA requests) until it is done. */
-static inline void tc_edu_dma(VfuConn *c, uint64_t src, uint64_t dst,
-                              uint64_t cnt, bool to_pci)
+/* Start an edu DMA; edu runs it from a timer (tc_edu_dma() waits for it) */
+static inline void tc_edu_dma_start(VfuConn *c, uint64_t src, uint64_t dst,
+                                    uint64_t cnt, uint64_t cmd)
 {
     tc_write(c, 0, EDU_DMA_SRC, 8, src);
     tc_write(c, 0, EDU_DMA_DST, 8, dst);
     tc_write(c, 0, EDU_DMA_CNT, 8, cnt);
-    tc_write(c, 0, EDU_DMA_CMD, 8, EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
+    tc_write(c, 0, EDU_DMA_CMD, 8, cmd);
+}
+
+static inline void tc_edu_dma(VfuConn *c, uint64_t src, uint64_t dst,
+                              uint64_t cnt, bool to_pci)
+{
+    tc_edu_dma_start(c, src, dst, cnt,
+                     EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
     for (int i = 0; i < 500; i++) {
         if (!(tc_read(c, 0, EDU_DMA_CMD, 8) & EDU_DMA_RUN)) {
             return;
