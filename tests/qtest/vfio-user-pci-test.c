@@ -231,6 +231,7 @@ typedef struct FakeServer {
     int bar_reads;
     int posted_writes, acked_writes;    /* BAR0 REGION_WRITEs */
     int posted_config_writes;
+    uint32_t bar0_reg;      /* the last BAR0 register write we got */
     uint32_t log[FAKE_LOG_MAX];
     int nlog;
     /* shared with the test thread, under @lock */
@@ -385,6 +386,10 @@ static int fake_request(VfuConn *c, VfuMsg *m, void *opaque)
 
             if (a->region == VFU_PCI_CONFIG_REGION && posted) {
                 fs->posted_config_writes++;
+            }
+            if (a->region == VFU_PCI_CONFIG_REGION &&
+                a->offset == PCI_BASE_ADDRESS_0 && a->count == 4) {
+                fs->bar0_reg = ldl_le_p(a->data);
             }
             if (a->region == 0) {
                 *(posted ? &fs->posted_writes : &fs->acked_writes) += 1;
@@ -630,6 +635,9 @@ static void test_posted(gconstpointer opaque)
     bus = qpci_new_pc(qts, NULL);
     dev = vu_find_dev(bus, DEVFN);
     bar = qpci_iomap(dev, 0, NULL);
+    /* the server learns where the guest put BAR0, as VFIO would tell it */
+    g_assert_cmphex(fs->bar0_reg, ==,
+                    qpci_config_readl(dev, PCI_BASE_ADDRESS_0));
 
     for (uint32_t v = 1; v <= 40; v++) {
         qpci_io_writel(dev, bar, FAKE_LOG_OFFSET, v * 0x01010101u);
