@@ -25,26 +25,11 @@ typedef enum DmaMode {
 
 static const char *const mode_names[] = { "fd", "nofd", "secure" };
 
-typedef struct Rig {
-    char *dir;
-    char *sock;
-    char *log;              /* the client's SET_IRQS trace */
-    GPid remote;
-    QTestState *qts;
-    QPCIBus *bus;
-    QPCIDevice *dev;
-    QPCIBar bar;
-} Rig;
+typedef EduRig Rig;
 
 static void rig_start(Rig *r, DmaMode mode)
 {
-    uint64_t size;
-
-    r->dir = g_dir_make_tmp("vfio-user-edu-XXXXXX", NULL);
-    r->sock = g_strdup_printf("%s/edu.sock", r->dir);
-    r->log = g_strdup_printf("%s/client.log", r->dir);
-    r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
-
+    edu_rig_serve(r, "vfio-user-edu");
     r->qts = qtest_initf(VU_FW_ARGS "-M pc%s -m 64M %s "
                          "-trace vfio_user_pci_set_irqs -D %s "
                          "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
@@ -54,26 +39,9 @@ static void rig_start(Rig *r, DmaMode mode)
                          "share=on",
                          r->log, r->sock,
                          mode == DMA_SECURE ? ",secure-dma=on" : "");
-    r->bus = qpci_new_pc(r->qts, NULL);
+    edu_rig_attach(r, DEVFN);
     qtest_irq_intercept_in(r->qts, "ioapic");
     vu_route_pirqs(r->bus, INTX_GSI);
-    r->dev = vu_find_dev(r->bus, DEVFN);
-    r->bar = qpci_iomap(r->dev, 0, &size);
-    g_assert_cmpuint(size, ==, 1024 * 1024);
-}
-
-static void rig_stop(Rig *r)
-{
-    g_free(r->dev);
-    qpci_free_pc(r->bus);
-    qtest_quit(r->qts);
-    vu_kill_server(r->remote);
-    unlink(r->sock);
-    unlink(r->log);
-    rmdir(r->dir);
-    g_free(r->log);
-    g_free(r->sock);
-    g_free(r->dir);
 }
 
 static uint32_t edu_rd(Rig *r, uint64_t off)
@@ -103,7 +71,7 @@ static void test_mmio(gconstpointer opaque)
     qpci_io_writeq(r.dev, r.bar, EDU_DMA_SRC, 0x1122334455667788ULL);
     g_assert_cmphex(qpci_io_readq(r.dev, r.bar, EDU_DMA_SRC), ==,
                     0x1122334455667788ULL);
-    rig_stop(&r);
+    edu_rig_stop(&r);
 }
 
 /*
@@ -167,7 +135,7 @@ static void test_dma(gconstpointer opaque)
     } else {
         g_assert(!mapped && !open_fd);
     }
-    rig_stop(&r);
+    edu_rig_stop(&r);
 }
 
 static void msi_setup(Rig *r, uint64_t addr, uint16_t data)
@@ -227,7 +195,7 @@ static void test_msi(gconstpointer opaque)
     g_assert_cmphex(qtest_readl(r.qts, 0x400000), ==, 0);
     edu_wr(&r, EDU_IRQ_ACK, 0x2);
     g_assert(!qtest_get_irq(r.qts, INTX_GSI));
-    rig_stop(&r);
+    edu_rig_stop(&r);
 }
 
 /*
@@ -268,7 +236,7 @@ static void test_intx(gconstpointer opaque)
     g_assert_cmphex(edu_rd(&r, EDU_IRQ_STATUS), ==, 0x20);
     edu_wr(&r, EDU_IRQ_ACK, 0x20);
     g_assert(wait_irq(&r, false));
-    rig_stop(&r);
+    edu_rig_stop(&r);
 }
 
 int main(int argc, char **argv)

@@ -55,14 +55,7 @@ typedef enum DmaMode {
 static const char *const mode_names[] = { "fd", "secure" };
 
 typedef struct Rig {
-    char *dir;
-    char *sock;
-    char *log;      /* the client's trace of its DMA_UNMAPs */
-    GPid remote;
-    QTestState *qts;
-    QPCIBus *bus;
-    QPCIDevice *dev;
-    QPCIBar bar;
+    EduRig vm;      /* vm.log: the client's trace of its DMA_UNMAPs */
     /* IOMMU page tables */
     int levels;
     uint64_t next_table;
@@ -71,45 +64,23 @@ typedef struct Rig {
 
 static void rig_start(Rig *r, DmaMode mode)
 {
-    uint64_t size;
-
-    r->dir = g_dir_make_tmp("vfio-user-viommu-XXXXXX", NULL);
-    r->sock = g_strdup_printf("%s/edu.sock", r->dir);
-    r->log = g_strdup_printf("%s/client.log", r->dir);
-    r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
-
+    edu_rig_serve(&r->vm, "vfio-user-viommu");
     /* MAP notifications need caching mode; the IOMMU goes first */
-    r->qts = qtest_initf(VU_FW_ARGS "-M q35,memory-backend=mem -m 64M "
-                         "-object memory-backend-memfd,id=mem,size=64M,"
-                         "share=on "
-                         "-device intel-iommu,caching-mode=on "
-                         "-D %s -trace vfio_user_pci_dma_unmap "
-                         "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
-                         r->log, r->sock,
-                         mode == DMA_SECURE ? ",secure-dma=on" : "");
-    r->bus = qpci_new_pc(r->qts, NULL);
-    r->dev = vu_find_dev(r->bus, DEVFN);
-    r->bar = qpci_iomap(r->dev, 0, &size);
-    g_assert_cmpuint(size, ==, 1024 * 1024);
-}
-
-static void rig_stop(Rig *r)
-{
-    g_free(r->dev);
-    qpci_free_pc(r->bus);
-    qtest_quit(r->qts);
-    vu_kill_server(r->remote);
-    unlink(r->sock);
-    unlink(r->log);
-    rmdir(r->dir);
-    g_free(r->log);
-    g_free(r->sock);
-    g_free(r->dir);
+    r->vm.qts = qtest_initf(VU_FW_ARGS "-M q35,memory-backend=mem -m 64M "
+                            "-object memory-backend-memfd,id=mem,size=64M,"
+                            "share=on "
+                            "-device intel-iommu,caching-mode=on "
+                            "-D %s -trace vfio_user_pci_dma_unmap "
+                            "-device vfio-user-pci,socket=%s,id=edu,"
+                            "addr=04.0%s",
+                            r->vm.log, r->vm.sock,
+                            mode == DMA_SECURE ? ",secure-dma=on" : "");
+    edu_rig_attach(&r->vm, DEVFN);
 }
 
 static uint32_t edu_rd(Rig *r, uint64_t off)
 {
-    return qpci_io_readl(r->dev, r->bar, off);
+    return qpci_io_readl(r->vm.dev, r->vm.bar, off);
 }
 
 static uint64_t table_alloc(Rig *r)
@@ -117,7 +88,7 @@ static uint64_t table_alloc(Rig *r)
     uint64_t t = r->next_table;
 
     r->next_table += 0x1000;
-    qtest_memset(r->qts, t, 0, 0x1000);
+    qtest_memset(r->vm.qts, t, 0, 0x1000);
     return t;
 }
 
@@ -128,24 +99,24 @@ static void pte_set(Rig *r, uint64_t iova, uint64_t pte)
 
     for (int lvl = r->levels; lvl > 1; lvl--) {
         uint64_t slot = table + ((iova >> (12 + 9 * (lvl - 1))) & 511) * 8;
-        uint64_t e = qtest_readq(r->qts, slot);
+        uint64_t e = qtest_readq(r->vm.qts, slot);
 
         if (!e) {
             e = table_alloc(r) | VTD_PTE_RW;
-            qtest_writeq(r->qts, slot, e);
+            qtest_writeq(r->vm.qts, slot, e);
         }
         table = e & ~0xfffULL;
     }
-    qtest_writeq(r->qts, table + ((iova >> 12) & 511) * 8, pte);
+    qtest_writeq(r->vm.qts, table + ((iova >> 12) & 511) * 8, pte);
 }
 
 /* Page-selective IOTLB invalidation of 2^@am pages: what caching mode needs */
 static void iotlb_psi(Rig *r, uint64_t iova, unsigned am)
 {
-    qtest_writeq(r->qts, VTD_BASE + VTD_IVA, iova | am);
-    qtest_writeq(r->qts, VTD_BASE + VTD_IOTLB, VTD_IOTLB_IVT | VTD_IOTLB_PSI |
-                 ((uint64_t)DOMAIN_ID << 32));
-    g_assert(!(qtest_readq(r->qts, VTD_BASE + VTD_IOTLB) & VTD_IOTLB_IVT));
+    qtest_writeq(r->vm.qts, VTD_BASE + VTD_IVA, iova | am);
+    qtest_writeq(r->vm.qts, VTD_BASE + VTD_IOTLB,
+                 VTD_IOTLB_IVT | VTD_IOTLB_PSI | ((uint64_t)DOMAIN_ID << 32));
+    g_assert(!(qtest_readq(r->vm.qts, VTD_BASE + VTD_IOTLB) & VTD_IOTLB_IVT));
 }
 
 /* Map the 8 KiB window at @iova to @gpa, or unmap it (WIN_UNMAP). */
@@ -166,7 +137,7 @@ static void window_set(Rig *r, uint64_t iova, uint64_t gpa, bool invalidate)
  */
 static void vtd_enable(Rig *r, bool pre)
 {
-    uint64_t cap = qtest_readq(r->qts, VTD_BASE + VTD_CAP);
+    uint64_t cap = qtest_readq(r->vm.qts, VTD_BASE + VTD_CAP);
     uint64_t root, ctx;
 
     /* 3-level (39-bit) if offered, else 4-level (48-bit) */
@@ -180,23 +151,24 @@ static void vtd_enable(Rig *r, bool pre)
     root = table_alloc(r);
     ctx = table_alloc(r);
     r->top = table_alloc(r);
-    qtest_writeq(r->qts, root + 0 * 16, ctx | 1);          /* bus 0, P */
-    qtest_writeq(r->qts, ctx + DEVFN * 16, r->top | 1);   /* TT 0, P */
-    qtest_writeq(r->qts, ctx + DEVFN * 16 + 8,
+    qtest_writeq(r->vm.qts, root + 0 * 16, ctx | 1);          /* bus 0, P */
+    qtest_writeq(r->vm.qts, ctx + DEVFN * 16, r->top | 1);   /* TT 0, P */
+    qtest_writeq(r->vm.qts, ctx + DEVFN * 16 + 8,
                  (r->levels - 2) | (DOMAIN_ID << 8));     /* AW, DID */
     if (pre) {
         window_set(r, IOVA_PRE, GPA_PRE, false);
     }
 
-    qtest_writeq(r->qts, VTD_BASE + VTD_RTADDR, root);
-    qtest_writel(r->qts, VTD_BASE + VTD_GCMD, VTD_GCMD_SRTP);
-    g_assert(qtest_readl(r->qts, VTD_BASE + VTD_GSTS) & VTD_GCMD_SRTP);
-    qtest_writeq(r->qts, VTD_BASE + VTD_CCMD, VTD_CCMD_ICC | VTD_CCMD_GLOBAL);
-    g_assert(!(qtest_readq(r->qts, VTD_BASE + VTD_CCMD) & VTD_CCMD_ICC));
-    qtest_writeq(r->qts, VTD_BASE + VTD_IOTLB,
+    qtest_writeq(r->vm.qts, VTD_BASE + VTD_RTADDR, root);
+    qtest_writel(r->vm.qts, VTD_BASE + VTD_GCMD, VTD_GCMD_SRTP);
+    g_assert(qtest_readl(r->vm.qts, VTD_BASE + VTD_GSTS) & VTD_GCMD_SRTP);
+    qtest_writeq(r->vm.qts, VTD_BASE + VTD_CCMD,
+                 VTD_CCMD_ICC | VTD_CCMD_GLOBAL);
+    g_assert(!(qtest_readq(r->vm.qts, VTD_BASE + VTD_CCMD) & VTD_CCMD_ICC));
+    qtest_writeq(r->vm.qts, VTD_BASE + VTD_IOTLB,
                  VTD_IOTLB_IVT | VTD_IOTLB_GLOBAL);
-    qtest_writel(r->qts, VTD_BASE + VTD_GCMD, VTD_GCMD_TE);
-    g_assert(qtest_readl(r->qts, VTD_BASE + VTD_GSTS) & VTD_GCMD_TE);
+    qtest_writel(r->vm.qts, VTD_BASE + VTD_GCMD, VTD_GCMD_TE);
+    g_assert(qtest_readl(r->vm.qts, VTD_BASE + VTD_GSTS) & VTD_GCMD_TE);
 }
 
 static void fill(uint8_t *buf, size_t len, unsigned seed)
@@ -216,13 +188,13 @@ static void check_window_works(Rig *r, uint64_t iova, uint64_t gpa,
     uint8_t pattern[3000], back[3000];
 
     fill(pattern, sizeof(pattern), seed);
-    qtest_memset(r->qts, gpa, 0, WIN_SIZE);
-    qtest_memwrite(r->qts, gpa + 0x800, pattern, sizeof(pattern));
-    edu_dma(r->dev, r->bar, iova + 0x800, EDU_DMA_BUF, sizeof(pattern),
+    qtest_memset(r->vm.qts, gpa, 0, WIN_SIZE);
+    qtest_memwrite(r->vm.qts, gpa + 0x800, pattern, sizeof(pattern));
+    edu_dma(r->vm.dev, r->vm.bar, iova + 0x800, EDU_DMA_BUF, sizeof(pattern),
             false);
-    edu_dma(r->dev, r->bar, EDU_DMA_BUF, iova + 0x1100, sizeof(pattern),
+    edu_dma(r->vm.dev, r->vm.bar, EDU_DMA_BUF, iova + 0x1100, sizeof(pattern),
             true);
-    qtest_memread(r->qts, gpa + 0x1100, back, sizeof(back));
+    qtest_memread(r->vm.qts, gpa + 0x1100, back, sizeof(back));
     g_assert(memcmp(pattern, back, sizeof(back)) == 0);
 }
 
@@ -232,10 +204,10 @@ static void check_dma_blocked(Rig *r, uint64_t iova, uint64_t gpa)
     uint8_t before[3000], after[3000];
 
     /* edu's buffer holds a pattern from an earlier transfer */
-    qtest_memset(r->qts, gpa, 0x5a, sizeof(before));
-    qtest_memread(r->qts, gpa, before, sizeof(before));
-    edu_dma(r->dev, r->bar, EDU_DMA_BUF, iova, sizeof(before), true);
-    qtest_memread(r->qts, gpa, after, sizeof(after));
+    qtest_memset(r->vm.qts, gpa, 0x5a, sizeof(before));
+    qtest_memread(r->vm.qts, gpa, before, sizeof(before));
+    edu_dma(r->vm.dev, r->vm.bar, EDU_DMA_BUF, iova, sizeof(before), true);
+    qtest_memread(r->vm.qts, gpa, after, sizeof(after));
     g_assert(memcmp(before, after, sizeof(after)) == 0);
     /* and the client is still alive and serving the device */
     g_assert_cmphex(edu_rd(r, EDU_ID) & 0xff, ==, 0xed);
@@ -253,7 +225,7 @@ static bool client_unmapped(Rig *r, uint64_t iova, uint64_t size)
         "vfio_user_pci_dma_unmap iova 0x%" PRIx64 " size 0x%" PRIx64 "\n",
         iova, size);
 
-    g_assert(g_file_get_contents(r->log, &log, NULL, NULL));
+    g_assert(g_file_get_contents(r->vm.log, &log, NULL, NULL));
     return strstr(log, line) != NULL;
 }
 
@@ -293,7 +265,7 @@ static void test_windows(gconstpointer opaque)
     /* and it can be mapped again, elsewhere */
     window_set(&r, IOVA_WIN, GPA_OTHER, true);
     check_window_works(&r, IOVA_WIN, GPA_OTHER, 5);
-    rig_stop(&r);
+    edu_rig_stop(&r.vm);
 }
 
 int main(int argc, char **argv)

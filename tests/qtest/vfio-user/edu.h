@@ -50,6 +50,60 @@ static inline void edu_dma(QPCIDevice *dev, QPCIBar bar, uint64_t src,
                    EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
     edu_wait_clear(dev, bar, EDU_DMA_CMD, EDU_DMA_RUN);
 }
+
+#include "vm-helpers.h"
+
+/* edu in a remote process, and the client VM that drives it */
+typedef struct EduRig {
+    char *dir;
+    char *sock;
+    char *log;              /* for the client's -D */
+    GPid remote;
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar;
+} EduRig;
+
+/*
+ * Serve edu on a socket in a new temporary directory named after
+ * @prefix; the caller then starts r->qts with r->sock (and r->log).
+ */
+static inline void edu_rig_serve(EduRig *r, const char *prefix)
+{
+    g_autofree char *tmpl = g_strdup_printf("%s-XXXXXX", prefix);
+
+    r->dir = g_dir_make_tmp(tmpl, NULL);
+    g_assert(r->dir);
+    r->sock = g_strdup_printf("%s/edu.sock", r->dir);
+    r->log = g_strdup_printf("%s/client.log", r->dir);
+    r->remote = vu_spawn_remote(r->sock, "e0", "edu,id=e0");
+}
+
+/* Find the client's edu at @devfn, enabled, with its 1 MiB BAR 0 mapped. */
+static inline void edu_rig_attach(EduRig *r, int devfn)
+{
+    uint64_t size;
+
+    r->bus = qpci_new_pc(r->qts, NULL);
+    r->dev = vu_find_dev(r->bus, devfn);
+    r->bar = qpci_iomap(r->dev, 0, &size);
+    g_assert_cmpuint(size, ==, 1024 * 1024);
+}
+
+static inline void edu_rig_stop(EduRig *r)
+{
+    g_free(r->dev);
+    qpci_free_pc(r->bus);
+    qtest_quit(r->qts);
+    vu_kill_server(r->remote);
+    unlink(r->sock);
+    unlink(r->log);
+    rmdir(r->dir);
+    g_free(r->log);
+    g_free(r->sock);
+    g_free(r->dir);
+}
 #endif
 
 #endif /* TESTS_QTEST_VFIO_USER_EDU_H */
