@@ -21,11 +21,10 @@ import importlib.util
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import tempfile
 import time
+
+import vfio_user_session
 
 # The cases that pit us against libvfio-user's samples:
 # (binary, glib test path, our side, their side).  qtest adds the target
@@ -46,66 +45,12 @@ TAP_RE = re.compile(r'^(ok|not ok)\s+\d+\s*(?:-\s*)?(.*?)(\s+#\s*(SKIP|TODO).*)?
                     re.IGNORECASE)
 
 
-def session_leftovers(sid):
-    """Live processes of session sid: [(pid, command line)]."""
-    found = []
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f'/proc/{d}/stat') as f:
-                rest = f.read().rsplit(')', 1)[1].split()
-            if int(rest[3]) != sid or rest[0] == 'Z':
-                continue
-            with open(f'/proc/{d}/cmdline', 'rb') as f:
-                cmd = f.read().replace(b'\0', b' ').decode(errors='replace')
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        found.append((int(d), cmd.strip()[:120]))
-    return found
-
-
 def run_one(label, argv, cwd, env, timeout, results, tail=60):
     """Run one TAP producer; results gets (label, name, 'ok'|'FAIL'|'SKIP')."""
     passed = failed = skipped = 0
     start = time.monotonic()
-    # Output goes to a file, not a pipe: a process a test left behind must
-    # not keep us waiting for end-of-file.  The test gets its own session
-    # (sid = its pid) so that leftovers can be found and killed.
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            rc = None
-            # TERM first: a scenario script then stops its VMs itself.
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        # Anything still alive in the session after a normal exit was left
-        # behind; give exiting processes a moment before judging.
-        left = []
-        for _ in range(20):
-            left = session_leftovers(proc.pid)
-            if not left:
-                break
-            time.sleep(0.1)
-        for pid, _ in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        log.seek(0)
-        out = log.read().decode(errors='replace')
+    rc, out, left = vfio_user_session.run(argv, timeout, env=env, cwd=cwd,
+                                          term_grace=20)
     fail_lines = []
     summaries = []
     for line in out.splitlines():

@@ -15,10 +15,11 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
+
+import vfio_user_session
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = os.path.join(HERE, '..', 'tests', 'fuzz', 'vfio-user-corpus.py')
@@ -59,20 +60,8 @@ def run_target(binary, target, secs, corpus_root, seed_dir, artifacts):
            f'-max_total_time={secs}', '-timeout=60', '-rss_limit_mb=4096',
            '-max_len=65536', '-print_final_stats=1',
            '-artifact_prefix=' + artifacts + os.sep]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env=sanitizer_env(), start_new_session=True)
-        try:
-            rc = proc.wait(timeout=secs + 300)
-        except subprocess.TimeoutExpired:
-            rc = None
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        log.seek(0)
-        out = log.read().decode(errors='replace')
+    rc, out, _ = vfio_user_session.run(cmd, secs + 300,
+                                       env=sanitizer_env())
     m = re.search(r'stat::number_of_executed_units:\s*(\d+)', out)
     execs = int(m.group(1)) if m else 0
     new = sorted(set(os.listdir(artifacts)) - before)
