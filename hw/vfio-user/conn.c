@@ -456,7 +456,7 @@ int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
     return conn_recv(c, msgp, block, 0, false, errp);
 }
 
-void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
+int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
 {
     Error *err = NULL;
     int ret;
@@ -481,6 +481,7 @@ void vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
         }
     }
     vfu_msg_free(msg);
+    return ret;
 }
 
 /*
@@ -537,10 +538,18 @@ static bool conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
  * Receive until the reply to @id arrives (returned in *@reply) or, with
  * @id < 0, until at most @max_async asynchronous calls are pending.  The
  * peer's requests meanwhile are served or kept (see conn_defer()).
+ *
+ * A peer that works on our request may need our memory for it (a device
+ * running a script it fetches by DMA): each of its requests that we
+ * serve successfully is a sign of life and moves @deadline to a timeout
+ * from then on, up to VFU_CALL_MAX_TIMEOUTS timeouts in all, so that a
+ * peer cannot keep the call going for good.
  */
 static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
                       int64_t deadline, VfuMsg **reply, Error **errp)
 {
+    int64_t last = deadline + (VFU_CALL_MAX_TIMEOUTS - 1) * c->timeout_ms;
+
     /*
      * A reply we just asked for is not there yet: sleep first instead of
      * trying a read that fails (a syscall is not free).
@@ -579,7 +588,9 @@ static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
                     return -ECONNRESET;
                 }
             } else {
-                vfu_conn_handle_request(c, g_steal_pointer(&msg));
+                if (!vfu_conn_handle_request(c, g_steal_pointer(&msg))) {
+                    deadline = MIN(deadline_from_now(c), last);
+                }
                 if (c->broken) {
                     error_setg(errp, "%s: connection lost waiting for %s",
                                c->name, vfu_command_name(cmd));

@@ -894,8 +894,9 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
         "them (No_reply); config space writes are always acknowledged "
         "(default on)");
     object_class_property_set_description(klass, "x-msg-timeout",
-        "milliseconds to wait for a reply from the server before giving up "
-        "on it (default 5000)");
+        "milliseconds the server may stay silent while a request waits "
+        "for its reply; DMA requests served meanwhile restart the wait, "
+        "up to 12 times this for the request (default 5000)");
     pdc->realize = vfu_pci_realize;
     pdc->exit = vfu_pci_exit;
     pdc->config_read = vfu_pci_read_config;

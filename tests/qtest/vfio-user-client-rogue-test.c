@@ -54,6 +54,7 @@ typedef enum Action {
     A_STRAY_FIRST,      /* a reply to nothing comes first */
     A_REQ_FIRST,        /* a request (@val: command) comes first */
     A_FLOOD,            /* DMA_READ requests, and never the reply */
+    A_BUSY,             /* DMA_READ requests for @off ms, then the reply */
     A_VERSION,          /* VERSION answered with JSON @str */
     A_MMAP,             /* BAR0 offered for mmap, broken as @off says */
     A_IOFDS,            /* BAR0 doorbells, broken as @off says */
@@ -452,6 +453,24 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
             }
         }
         return;
+    case A_BUSY: {
+        /* like a device running a script it fetches from guest memory */
+        int64_t end = g_get_monotonic_time() + k->off * 1000;
+        uint16_t id = 0x8000;
+
+        while (g_get_monotonic_time() < end) {
+            VfuDmaAccess a = { .address = 0, .count = 8 };
+            g_autoptr(VfuMsg) ans = NULL;
+
+            if (vfu_conn_send(c, VFU_CMD_DMA_READ, id++, 0, 0, &a,
+                              sizeof(a), NULL, 0, NULL) ||
+                vfu_conn_recv(c, &ans, true, NULL) != 1) {
+                return;
+            }
+            g_usleep(1000);
+        }
+        break;
+    }
     case A_VERSION:
     case A_NONE:
         break;
@@ -869,7 +888,10 @@ static const Case cases[] = {
     DEAD("bar/close", A_CLOSE, 0, 0),
     DEAD("bar/silent", A_SILENT, 0, 0),
     DEAD("bar/garbage-header", A_RAW_HDR, 0xffffffff, 0xffff),
+    /* given up after VFU_CALL_MAX_TIMEOUTS timeouts, DMA or not */
     DEAD("bar/flood", A_FLOOD, 0, 0),
+    /* DMA the client serves is a sign of life: past the timeout is fine */
+    OK("bar/busy-with-dma", RR, BAR0_READ, A_BUSY, MSG_TIMEOUT_MS * 5 / 2, 0),
     /* a well-framed but wrong reply fails that access only */
     { "bar/count-lies", RR, BAR0_READ, A_FIELD32, 12, 8, BAD_ONCE },
     { "bar/error-reply", RR, BAR0_READ, A_ERROR, 0, EIO, BAD_ONCE },

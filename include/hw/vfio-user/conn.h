@@ -28,6 +28,8 @@ typedef struct VfuConn VfuConn;
 typedef int (*VfuRequestFunc)(VfuConn *conn, VfuMsg *msg, void *opaque);
 
 #define VFU_DEFAULT_TIMEOUT_MS  5000
+/* A call the peer keeps busy with our memory ends after this many */
+#define VFU_CALL_MAX_TIMEOUTS   12
 
 /*
  * Requests from the peer kept while a call waits (see
@@ -96,13 +98,17 @@ int vfu_conn_recv(VfuConn *conn, VfuMsg **msgp, bool block, Error **errp);
 /*
  * Decode a request received with vfu_conn_recv(), run the request
  * function on it and send an error reply if that fails.  Frees @msg.
+ * Returns 0 when the request was served, else a negative errno.
  */
-void vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
+int vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
 
 /*
  * Send a request and wait for its reply, serving peer requests that come
- * in meanwhile.  The whole call, requests served included, is bounded by
- * the timeout: a peer that keeps sending requests cannot hold it longer.
+ * in meanwhile.  The call fails when the peer is silent for the timeout;
+ * requests of the peer that are served successfully count as signs of
+ * life, but the whole call never takes more than VFU_CALL_MAX_TIMEOUTS
+ * timeouts.  Requests that are kept for later (see
+ * vfu_conn_set_defer_func()) or fail do not count.
  * On success returns 0 and, if @reply is not NULL, the decoded reply.
  * An error reply from the peer returns its negative errno (-EIO when it
  * gave none); a timeout or broken connection returns -ECONNRESET /
