@@ -9,6 +9,7 @@
 #include "qemu/timer.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
+#include "qemu/queue.h"
 #include "io/channel-socket.h"
 #include "hw/vfio-user/conn.h"
 #include "trace.h"
@@ -23,6 +24,12 @@ struct VfuConn {
     uint16_t next_id;
     int64_t timeout_ms;
     bool broken;
+    bool waiting;               /* in conn_await() */
+    bool in_wait_group;
+    QLIST_ENTRY(VfuConn) wait_group_next;
+    /* conn_wait()'s poll set, kept from one wait to the next */
+    GArray *wait_pfds;
+    GPtrArray *wait_conns;
 
     VfuRequestFunc request_func;
     void *request_opaque;
@@ -49,6 +56,9 @@ struct VfuConn {
     VfuMsg *rx_msg;
     size_t rx_got;
 };
+
+/* See vfu_conn_join_wait_group(); used under the BQL only */
+static QLIST_HEAD(, VfuConn) wait_group = QLIST_HEAD_INITIALIZER(wait_group);
 
 static void conn_drop_rx_fds(VfuConn *c)
 {
@@ -82,6 +92,11 @@ void vfu_conn_free(VfuConn *c)
     if (!c) {
         return;
     }
+    if (c->in_wait_group) {
+        QLIST_REMOVE(c, wait_group_next);
+        g_array_free(c->wait_pfds, true);
+        g_ptr_array_free(c->wait_conns, true);
+    }
     vfu_msg_free(c->rx_msg);
     conn_drop_rx_fds(c);
     while (!g_queue_is_empty(&c->deferred)) {
@@ -99,8 +114,20 @@ void vfu_conn_set_request_func(VfuConn *c, VfuRequestFunc func, void *opaque)
     c->request_opaque = opaque;
 }
 
+void vfu_conn_join_wait_group(VfuConn *c)
+{
+    assert(!c->defer_func);
+    if (!c->in_wait_group) {
+        c->in_wait_group = true;
+        c->wait_pfds = g_array_new(false, false, sizeof(GPollFD));
+        c->wait_conns = g_ptr_array_new();
+        QLIST_INSERT_HEAD(&wait_group, c, wait_group_next);
+    }
+}
+
 void vfu_conn_set_defer_func(VfuConn *c, VfuDeferFunc func, void *opaque)
 {
+    assert(!c->in_wait_group);
     c->defer_func = func;
     c->defer_opaque = opaque;
 }
@@ -169,21 +196,70 @@ static int64_t deadline_from_now(VfuConn *c)
     return qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + c->timeout_ms;
 }
 
-/* Wait for @events on the socket until @deadline (ms, REALTIME). */
+static int conn_serve_pending(VfuConn *c, Error **errp);
+
+/*
+ * The poll set of a wait: @c's socket for @events first, then, for a
+ * member of the wait group, the sockets of the other members that can be
+ * served now (their connections in c->wait_conns).  Returns its size.
+ */
+static unsigned conn_wait_fds(VfuConn *c, short events, GPollFD **pfds)
+{
+    GPollFD own = { .fd = c->fd, .events = events };
+    VfuConn *o;
+
+    g_array_set_size(c->wait_pfds, 0);
+    g_array_append_val(c->wait_pfds, own);
+    g_ptr_array_set_size(c->wait_conns, 0);
+    g_ptr_array_add(c->wait_conns, c);
+    QLIST_FOREACH(o, &wait_group, wait_group_next) {
+        GPollFD pfd = { .fd = o->fd, .events = G_IO_IN };
+
+        /* one waiting further up the stack reads its own socket */
+        if (o != c && !o->broken && !o->waiting) {
+            g_array_append_val(c->wait_pfds, pfd);
+            g_ptr_array_add(c->wait_conns, o);
+        }
+    }
+    *pfds = (GPollFD *)c->wait_pfds->data;
+    return c->wait_pfds->len;
+}
+
+/*
+ * Wait for @events on the socket until @deadline (ms, REALTIME).  A
+ * member of the wait group serves the other members meanwhile.
+ */
 static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
 {
-    GPollFD pfd = { .fd = c->fd, .events = events };
+    GPollFD own = { .fd = c->fd, .events = events };
+    GPollFD *pfds = &own;
+    unsigned n = 1;
     int64_t left;
     int r;
 
     do {
+        if (c->in_wait_group) {
+            n = conn_wait_fds(c, events, &pfds);
+        }
         left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
         if (left <= 0) {
             error_setg(errp, "%s: no answer from the peer within %" PRId64
                        " ms", c->name, c->timeout_ms);
             return -ETIMEDOUT;
         }
-        r = qemu_poll_ns(&pfd, 1, left * SCALE_MS);
+        r = qemu_poll_ns(pfds, n, left * SCALE_MS);
+        if (r > 0 && n > 1) {
+            for (unsigned i = 1; i < n; i++) {
+                if (pfds[i].revents) {
+                    /* a failure breaks that one; its owner sees it later */
+                    conn_serve_pending(g_ptr_array_index(c->wait_conns, i),
+                                       NULL);
+                }
+            }
+            if (!pfds[0].revents) {
+                r = 0;
+            }
+        }
     } while (r == 0 || (r < 0 && errno == EINTR));
     if (r < 0) {
         error_setg_errno(errp, errno, "%s: poll failed", c->name);
@@ -485,6 +561,38 @@ int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
 }
 
 /*
+ * Serve the requests that are there, at most a batch; stray replies are
+ * dropped.  Returns -1 when the connection is broken.
+ */
+static int conn_serve_pending(VfuConn *c, Error **errp)
+{
+    for (int n = 0; n < VFU_SERVE_BATCH && !c->broken; n++) {
+        g_autoptr(VfuMsg) msg = NULL;
+        int r = conn_recv(c, &msg, false, 0, false, errp);
+
+        if (r <= 0) {
+            return r;
+        }
+        if (vfu_msg_is_reply(msg)) {
+            trace_vfio_user_stray_reply(c->name, msg->hdr.msg_id,
+                                        vfu_command_name(msg->hdr.command));
+            continue;
+        }
+        vfu_conn_handle_request(c, g_steal_pointer(&msg));
+    }
+    if (c->broken) {
+        error_setg(errp, "%s: connection is closed", c->name);
+        return -1;
+    }
+    return 0;
+}
+
+int vfu_conn_serve(VfuConn *c, Error **errp)
+{
+    return conn_serve_pending(c, errp);
+}
+
+/*
  * Keep a request that came in during a call.  Returns false when the
  * connection broke because the peer went past the limits.
  */
@@ -545,8 +653,9 @@ static bool conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
  * from then on, up to VFU_CALL_MAX_TIMEOUTS timeouts in all, so that a
  * peer cannot keep the call going for good.
  */
-static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
-                      int64_t deadline, VfuMsg **reply, Error **errp)
+static int conn_await_reply(VfuConn *c, uint16_t cmd, int id,
+                            unsigned max_async, int64_t deadline,
+                            VfuMsg **reply, Error **errp)
 {
     int64_t last = deadline + (VFU_CALL_MAX_TIMEOUTS - 1) * c->timeout_ms;
 
@@ -611,6 +720,18 @@ static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
             return -ETIMEDOUT;
         }
     }
+}
+
+static int conn_await(VfuConn *c, uint16_t cmd, int id, unsigned max_async,
+                      int64_t deadline, VfuMsg **reply, Error **errp)
+{
+    bool was_waiting = c->waiting;
+    int ret;
+
+    c->waiting = true;
+    ret = conn_await_reply(c, cmd, id, max_async, deadline, reply, errp);
+    c->waiting = was_waiting;
+    return ret;
 }
 
 int vfu_conn_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,

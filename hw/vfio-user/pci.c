@@ -90,27 +90,9 @@ static void vfu_pci_socket_readable(void *opaque)
     VfuPciDevice *dev = opaque;
     Error *err = NULL;
 
-    while (!dev->dead) {
-        VfuMsg *msg;
-        int r = vfu_conn_recv(dev->conn, &msg, false, &err);
-
-        if (r < 0) {
-            vfu_pci_set_dead(dev, err);
-            error_free(err);
-            return;
-        }
-        if (r == 0) {
-            return;
-        }
-        if (vfu_msg_is_reply(msg)) {
-            trace_vfio_user_pci_stray_reply(dev_name(dev), msg->hdr.msg_id);
-            vfu_msg_free(msg);
-            continue;
-        }
-        vfu_conn_handle_request(dev->conn, msg);
-        if (vfu_conn_is_broken(dev->conn)) {
-            vfu_pci_set_dead(dev, NULL);
-        }
+    if (!dev->dead && vfu_conn_serve(dev->conn, &err) < 0) {
+        vfu_pci_set_dead(dev, err);
+        error_free(err);
     }
 }
 
@@ -357,6 +339,8 @@ static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
     dev->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &local);
     vfu_conn_set_timeout(dev->conn, dev->msg_timeout_ms);
     vfu_conn_set_request_func(dev->conn, vfu_pci_serve_request, dev);
+    /* two devices of one server process must not wait for each other */
+    vfu_conn_join_wait_group(dev->conn);
     return vfu_conn_negotiate_client(dev->conn, errp) == 0;
 }
 

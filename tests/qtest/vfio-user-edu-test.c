@@ -138,6 +138,87 @@ static void test_dma(gconstpointer opaque)
     edu_rig_stop(&r);
 }
 
+/*
+ * Two edus of one remote process under secure-dma.  While the client
+ * waits for one's BAR read, the remote may be waiting for the client's
+ * answer to the other's DMA_READ: the client serves it meanwhile, or
+ * each side waits for the other until a timeout gives a device up.
+ */
+static void test_two_devices(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vfio-user-edu2-XXXXXX", NULL);
+    g_autofree char *sock0 = g_strdup_printf("%s/e0.sock", dir);
+    g_autofree char *sock1 = g_strdup_printf("%s/e1.sock", dir);
+    g_autofree char *obj0 = g_strdup_printf(
+        "vfio-user-server,id=v0,socket=%s,device=e0", sock0);
+    g_autofree char *obj1 = g_strdup_printf(
+        "vfio-user-server,id=v1,socket=%s,device=e1", sock1);
+    char *argv[] = {
+        (char *)g_getenv("VFIO_USER_QEMU"), (char *)"-M", (char *)"remote",
+        (char *)"-nodefaults", (char *)"-display", (char *)"none",
+        (char *)"-device", (char *)"edu,id=e0",
+        (char *)"-device", (char *)"edu,id=e1",
+        (char *)"-object", obj0, (char *)"-object", obj1, NULL,
+    };
+    uint8_t pattern[4000], back[4000];
+    g_autofree uint8_t *bar0 = g_malloc(64 * 1024);
+    QPCIDevice *dev[2];
+    QPCIBar bar[2];
+    QTestState *qts;
+    QPCIBus *bus;
+    GPid remote;
+
+    g_assert(argv[0]);
+    remote = vu_spawn_server(argv, sock1);
+    vu_wait_for_socket(sock0);
+    qts = qtest_initf(VU_FW_ARGS "-M pc,memory-backend=mem -m 64M "
+                      "-object memory-backend-memfd,id=mem,size=64M,share=on "
+                      "-device vfio-user-pci,socket=%s,addr=04.0,"
+                      "secure-dma=on,x-msg-timeout=2000 "
+                      "-device vfio-user-pci,socket=%s,addr=05.0,"
+                      "secure-dma=on,x-msg-timeout=2000", sock0, sock1);
+    bus = qpci_new_pc(qts, NULL);
+    for (int i = 0; i < 2; i++) {
+        dev[i] = vu_find_dev(bus, QPCI_DEVFN(4 + i, 0));
+        bar[i] = qpci_iomap(dev[i], 0, NULL);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof(pattern); i++) {
+            pattern[i] = i * 3 + round;
+        }
+        qtest_memwrite(qts, 0x100000, pattern, sizeof(pattern));
+        /* edu 1 reads the pattern about 100 ms from now */
+        qpci_io_writeq(dev[1], bar[1], EDU_DMA_SRC, 0x100000);
+        qpci_io_writeq(dev[1], bar[1], EDU_DMA_DST, EDU_DMA_BUF);
+        qpci_io_writeq(dev[1], bar[1], EDU_DMA_CNT, sizeof(pattern));
+        qpci_io_writeq(dev[1], bar[1], EDU_DMA_CMD, EDU_DMA_RUN);
+        /*
+         * Meanwhile one qtest command reads 64 KiB of edu 0's BAR: 8192
+         * reads back to back, without a main loop turn in between.
+         */
+        qpci_memread(dev[0], bar[0], 0, bar0, 64 * 1024);
+        /* which still answers */
+        g_assert_cmphex(qpci_io_readl(dev[0], bar[0], EDU_ID) & 0xff, ==,
+                        0xed);
+        edu_wait_clear(dev[1], bar[1], EDU_DMA_CMD, EDU_DMA_RUN);
+        /* the pattern made it: out again to other guest RAM */
+        qtest_memset(qts, 0x200000, 0, sizeof(back));
+        edu_dma(dev[1], bar[1], EDU_DMA_BUF, 0x200000, sizeof(back), true);
+        qtest_memread(qts, 0x200000, back, sizeof(back));
+        g_assert(memcmp(pattern, back, sizeof(back)) == 0);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        g_free(dev[i]);
+    }
+    qpci_free_pc(bus);
+    qtest_quit(qts);
+    vu_kill_server(remote);
+    unlink(sock0);
+    unlink(sock1);
+    rmdir(dir);
+}
+
 static void msi_setup(Rig *r, uint64_t addr, uint16_t data)
 {
     uint8_t cap = qpci_find_capability(r->dev, PCI_CAP_ID_MSI, 0);
@@ -248,6 +329,7 @@ int main(int argc, char **argv)
                                              mode_names[m]);
         qtest_add_data_func(p, GINT_TO_POINTER(m), test_dma);
     }
+    qtest_add_func("/vfio-user/edu/two-devices-secure", test_two_devices);
     qtest_add_data_func("/vfio-user/edu/msi", NULL, test_msi);
     qtest_add_data_func("/vfio-user/edu/intx", NULL, test_intx);
     return g_test_run();

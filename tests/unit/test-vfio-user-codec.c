@@ -786,6 +786,73 @@ static void test_call_nested_request(void)
     pair_finish(&p);
 }
 
+/*
+ * The remote process of test_wait_group(): device Q's DMA_READ is
+ * pending, and device P's reply comes only once Q's DMA was answered.
+ */
+static gpointer two_devices_remote(gpointer opaque)
+{
+    Pair *pq = opaque;
+    g_autoptr(VfuMsg) m = NULL;
+
+    g_assert_cmpint(vfu_conn_recv(pq[0].b, &m, true, &error_abort), ==, 1);
+    g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DEVICE_RESET);
+    vfu_msg_free(g_steal_pointer(&m));
+    g_assert_cmpint(vfu_conn_recv(pq[1].b, &m, true, &error_abort), ==, 1);
+    g_assert(vfu_msg_is_reply(m));
+    g_assert_cmpuint(m->hdr.msg_id, ==, 88);
+    /* fails where P's call gave up already */
+    vfu_conn_send(pq[0].b, VFU_CMD_DEVICE_RESET, 1, VFU_F_TYPE_REPLY, 0,
+                  NULL, 0, NULL, 0, NULL);
+    return NULL;
+}
+
+/*
+ * Two devices of one remote process: while we wait for P's reply, Q's
+ * DMA request is served, or the two sides would wait for each other.
+ * Outside the wait group it is not.
+ */
+static void test_wait_group(gconstpointer opaque)
+{
+    bool group = GPOINTER_TO_INT(opaque);
+    VfuDmaAccess dr = { 0x1000, 4 };
+    Error *err = NULL;
+    int served = 0;
+    GThread *t;
+    Pair pq[2];
+    int ret;
+
+    pair_init(&pq[0], NULL);
+    pair_init(&pq[1], NULL);
+    vfu_conn_set_timeout(pq[0].a, group ? 5000 : 300);
+    for (int i = 0; i < 2; i++) {
+        vfu_conn_set_request_func(pq[i].a, serve_dma_read, &served);
+        if (group) {
+            vfu_conn_join_wait_group(pq[i].a);
+        }
+    }
+    vfu_conn_send(pq[1].b, VFU_CMD_DMA_READ, 88, 0, 0, &dr, sizeof(dr),
+                  NULL, 0, &error_abort);
+    t = g_thread_new("remote", two_devices_remote, pq);
+    ret = vfu_conn_call(pq[0].a, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0,
+                        NULL, &err);
+    if (group) {
+        g_assert_null(err);
+        g_assert_cmpint(ret, ==, 0);
+        g_thread_join(t);
+    } else {
+        g_assert(strstr(error_get_pretty(err), "no answer"));
+        error_free(err);
+        g_assert_cmpint(served, ==, 0);
+        /* now it is served, as the main loop would, and the remote ends */
+        g_assert_cmpint(vfu_conn_serve(pq[1].a, &error_abort), ==, 0);
+        g_thread_join(t);
+    }
+    g_assert_cmpint(served, ==, 1);
+    pair_finish(&pq[1]);
+    pair_finish(&pq[0]);
+}
+
 /* ---- asynchronous calls ---------------------------------------------- */
 
 /* b answers a's request @id to @cmd, with @err as an error reply */
@@ -1112,6 +1179,8 @@ int main(int argc, char **argv)
     g_autoptr(GPtrArray) rts = NULL;
 
     g_test_init(&argc, &argv, NULL);
+    /* a send to a peer that hung up must fail, not kill the test */
+    signal(SIGPIPE, SIG_IGN);
     module_call_init(MODULE_INIT_QOM);
 
     rts = round_trips();
@@ -1155,6 +1224,10 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/conn/call/timeout", test_call_timeout);
     g_test_add_func("/vfio-user/conn/call/nested-request",
                     test_call_nested_request);
+    g_test_add_data_func("/vfio-user/conn/call/wait-group",
+                         GINT_TO_POINTER(true), test_wait_group);
+    g_test_add_data_func("/vfio-user/conn/call/no-wait-group",
+                         GINT_TO_POINTER(false), test_wait_group);
     g_test_add_func("/vfio-user/conn/async/out-of-order",
                     test_async_out_of_order);
     g_test_add_func("/vfio-user/conn/async/window", test_async_window);

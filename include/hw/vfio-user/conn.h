@@ -52,6 +52,27 @@ void vfu_conn_set_request_func(VfuConn *conn, VfuRequestFunc func,
 void vfu_conn_set_timeout(VfuConn *conn, int64_t timeout_ms);
 
 /*
+ * Connections of one process whose peers may need each other: a server
+ * process can sit in one device's DMA request to us while we wait for
+ * its answer to another device's access, so while one member of the
+ * group waits for its peer, the requests of the others are served too.
+ * For connections that serve requests inline (no defer function: the
+ * client's, whose requests only touch guest RAM); used under the BQL.
+ * vfu_conn_free() leaves the group.
+ */
+void vfu_conn_join_wait_group(VfuConn *conn);
+
+/* Requests served at most per vfu_conn_serve() */
+#define VFU_SERVE_BATCH         64
+
+/*
+ * Serve the peer's requests that have arrived, without blocking: stray
+ * replies are dropped.  Returns 0, or -1 with @errp set when the
+ * connection is broken.
+ */
+int vfu_conn_serve(VfuConn *conn, Error **errp);
+
+/*
  * Keep requests that arrive while vfu_conn_call() waits instead of
  * serving them inline; @func is told each time one is kept, and the
  * owner serves them later, in order, with vfu_conn_take_deferred().  A
