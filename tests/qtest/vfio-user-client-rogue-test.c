@@ -55,10 +55,22 @@ typedef enum Action {
     A_REQ_FIRST,        /* a request (@val: command) comes first */
     A_FLOOD,            /* DMA_READ requests, and never the reply */
     A_BUSY,             /* DMA_READ requests for @off ms, then the reply */
+    A_LATER,            /* the reply, then @off (LATER_*) a little later */
     A_VERSION,          /* VERSION answered with JSON @str */
     A_MMAP,             /* BAR0 offered for mmap, broken as @off says */
     A_IOFDS,            /* BAR0 doorbells, broken as @off says */
 } Action;
+
+/*
+ * A_LATER: what the server does LATER_MS after its reply, while the
+ * client waits for the good server (which answers in GOOD_DELAY_MS)
+ */
+enum {
+    LATER_GARBAGE, LATER_CLOSE, LATER_DMA, LATER_DMA_UNMAPPED, LATER_FLOOD,
+    LATER_STRAY,
+};
+#define LATER_MS        100
+#define GOOD_DELAY_MS   400
 
 /* A_MMAP: what is wrong with the mmap offer */
 enum {
@@ -77,6 +89,12 @@ typedef enum Expect {
     INERT,              /* plugged, dead after the BAR read that broke it */
     REQ_ERROR,          /* the request sent first got error @err */
     BAD_ONCE,           /* that BAR0 read fails (all-ones), the next works */
+    /*
+     * A_LATER: a slow read of the good device is fine, and after it the
+     * rogue one is dead, or works and got errno @err for its request
+     */
+    LATER_DEAD,
+    LATER_ALIVE,
 } Expect;
 
 typedef struct Case {
@@ -111,6 +129,7 @@ static QTestState *qts;
 static pid_t qpid;
 static QPCIBus *bus;
 static Rogue *good;
+static int good_delay_ms;
 static int ncases;
 
 /* ---- the scripted server ------------------------------------------------- */
@@ -211,6 +230,59 @@ static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
     }
     r->req_answered = vfu_msg_is_reply(m) && m->hdr.msg_id == 0x9000;
     r->req_error = m->hdr.flags & VFU_F_ERROR ? m->hdr.error : 0;
+}
+
+/* A_LATER: misbehave without being asked */
+static void rogue_later(Rogue *r, VfuConn *c, int how)
+{
+    VfuDmaAccess a = { .address = 0x1000, .count = 8 };
+    VfuHeader h = { .msg_id = 0x9000, .command = VFU_CMD_DMA_READ };
+    int64_t end = g_get_monotonic_time() + GOOD_DELAY_MS / 2 * 1000;
+    g_autoptr(VfuMsg) m = NULL;
+
+    switch (how) {
+    case LATER_GARBAGE:
+        h.size = 0xffffff00;
+        rogue_send_raw(c, &h, &a, sizeof(a), false);
+        return;
+    case LATER_CLOSE:
+        vfu_conn_shutdown(c);
+        return;
+    case LATER_DMA_UNMAPPED:
+        a.address = 0xfff00000000ULL;
+        /* fall through */
+    case LATER_DMA:
+        if (vfu_conn_send(c, VFU_CMD_DMA_READ, 0x9000, 0, 0, &a, sizeof(a),
+                          NULL, 0, NULL) ||
+            vfu_conn_recv(c, &m, true, NULL) != 1) {
+            return;
+        }
+        r->req_answered = vfu_msg_is_reply(m) && m->hdr.msg_id == 0x9000;
+        r->req_error = m->hdr.flags & VFU_F_ERROR ? m->hdr.error : 0;
+        return;
+    case LATER_FLOOD:
+        /* over before the good server answers: then nothing reads ours */
+        r->req_answered = true;
+        while (g_get_monotonic_time() < end) {
+            g_autoptr(VfuMsg) ans = NULL;
+
+            if (vfu_conn_send(c, VFU_CMD_DMA_READ, 0x9000, 0, 0, &a,
+                              sizeof(a), NULL, 0, NULL) ||
+                vfu_conn_recv(c, &ans, true, NULL) != 1 ||
+                (ans->hdr.flags & VFU_F_ERROR)) {
+                r->req_answered = false;
+                return;
+            }
+        }
+        return;
+    case LATER_STRAY:
+        for (int i = 0; i < 3; i++) {
+            vfu_conn_send(c, VFU_CMD_REGION_READ, 0x7000 + i,
+                          VFU_F_TYPE_REPLY, 0, NULL, 0, NULL, 0, NULL);
+        }
+        r->req_answered = true;
+        return;
+    }
 }
 
 /* Send a reply built here, with @nfds fds (which stay ours). */
@@ -471,6 +543,11 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         }
         break;
     }
+    case A_LATER:
+        vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
+        g_usleep(LATER_MS * 1000);
+        rogue_later(r, c, k->off);
+        return;
     case A_VERSION:
     case A_NONE:
         break;
@@ -488,6 +565,9 @@ static int rogue_request(VfuConn *c, VfuMsg *m, void *opaque)
     bool bar0 = m->hdr.command == VFU_CMD_REGION_READ &&
                 ((VfuRegionAccess *)m->payload)->region == 0;
 
+    if (bar0 && r == good && good_delay_ms) {
+        g_usleep(good_delay_ms * 1000);
+    }
     if (bar0 && !r->bar0_reads++ && k && k->nth == BAR0_READ) {
         n = BAR0_READ;
     }
@@ -730,6 +810,26 @@ static void test_case(gconstpointer opaque)
         } else if (k->expect == BAD_ONCE) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+        } else if (k->expect == LATER_DEAD || k->expect == LATER_ALIVE) {
+            QPCIDevice *gdev = qpci_device_find(bus,
+                                                QPCI_DEVFN(GOOD_SLOT, 0));
+            QPCIBar gbar = qpci_iomap(gdev, 0, NULL);
+
+            /* the rogue answers, and acts up while we wait for good */
+            g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+            good_delay_ms = GOOD_DELAY_MS;
+            g_assert_cmphex(qpci_io_readl(gdev, gbar, 0), ==, BAR0_MAGIC);
+            good_delay_ms = 0;
+            if (k->expect == LATER_DEAD) {
+                g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
+            } else {
+                /* after rogue_later(): the server thread serves in turn */
+                g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
+                g_assert(r->req_answered);
+                g_assert_cmpint(r->req_error, ==, k->err);
+            }
+            g_assert_cmphex(qpci_io_readl(gdev, gbar, 0), ==, BAR0_MAGIC);
+            g_free(gdev);
         } else if (k->expect == INERT) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             /* no more messages: the server would answer this one */
@@ -899,6 +999,16 @@ static const Case cases[] = {
     { "bar/wrong-offset", RR, BAR0_READ, A_FIELD64, 0, 8, BAD_ONCE },
     { "bar/wrong-region", RR, BAR0_READ, A_FIELD32, 8, 2, BAD_ONCE },
     OK("bar/split", RR, BAR0_READ, A_SPLIT, 0, 0),
+    /* the server acts up while the client waits for another device */
+    { "later/garbage", RR, BAR0_READ, A_LATER, LATER_GARBAGE, 0, LATER_DEAD },
+    { "later/close", RR, BAR0_READ, A_LATER, LATER_CLOSE, 0, LATER_DEAD },
+    { "later/dma", RR, BAR0_READ, A_LATER, LATER_DMA, 0, LATER_ALIVE },
+    { "later/dma-unmapped", RR, BAR0_READ, A_LATER, LATER_DMA_UNMAPPED, 0,
+      LATER_ALIVE, NULL, NULL, EFAULT },
+    { "later/dma-flood", RR, BAR0_READ, A_LATER, LATER_FLOOD, 0,
+      LATER_ALIVE },
+    { "later/stray-replies", RR, BAR0_READ, A_LATER, LATER_STRAY, 0,
+      LATER_ALIVE },
     /* requests from the server while the client waits */
     REQ("req/dma-read-unmapped", VFU_CMD_DMA_READ, EFAULT),
     REQ("req/dma-write-unmapped", VFU_CMD_DMA_WRITE, EINVAL),
