@@ -196,8 +196,6 @@ static int64_t deadline_from_now(VfuConn *c)
     return qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + c->timeout_ms;
 }
 
-static int conn_serve_pending(VfuConn *c, Error **errp);
-
 /*
  * The poll set of a wait: @c's socket for @events first, then, for a
  * member of the wait group, the sockets of the other members that can be
@@ -252,8 +250,7 @@ static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
             for (unsigned i = 1; i < n; i++) {
                 if (pfds[i].revents) {
                     /* a failure breaks that one; its owner sees it later */
-                    conn_serve_pending(g_ptr_array_index(c->wait_conns, i),
-                                       NULL);
+                    vfu_conn_serve(g_ptr_array_index(c->wait_conns, i), NULL);
                 }
             }
             if (!pfds[0].revents) {
@@ -560,11 +557,7 @@ int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
     return ret;
 }
 
-/*
- * Serve the requests that are there, at most a batch; stray replies are
- * dropped.  Returns -1 when the connection is broken.
- */
-static int conn_serve_pending(VfuConn *c, Error **errp)
+int vfu_conn_serve(VfuConn *c, Error **errp)
 {
     for (int n = 0; n < VFU_SERVE_BATCH && !c->broken; n++) {
         g_autoptr(VfuMsg) msg = NULL;
@@ -585,11 +578,6 @@ static int conn_serve_pending(VfuConn *c, Error **errp)
         return -1;
     }
     return 0;
-}
-
-int vfu_conn_serve(VfuConn *c, Error **errp)
-{
-    return conn_serve_pending(c, errp);
 }
 
 /*
