@@ -153,13 +153,6 @@ static void test_two_devices(void)
         "vfio-user-server,id=v0,socket=%s,device=e0", sock0);
     g_autofree char *obj1 = g_strdup_printf(
         "vfio-user-server,id=v1,socket=%s,device=e1", sock1);
-    char *argv[] = {
-        (char *)g_getenv("VFIO_USER_QEMU"), (char *)"-M", (char *)"remote",
-        (char *)"-nodefaults", (char *)"-display", (char *)"none",
-        (char *)"-device", (char *)"edu,id=e0",
-        (char *)"-device", (char *)"edu,id=e1",
-        (char *)"-object", obj0, (char *)"-object", obj1, NULL,
-    };
     uint8_t pattern[4000], back[4000];
     g_autofree uint8_t *bar0 = g_malloc(64 * 1024);
     QPCIDevice *dev[2];
@@ -168,8 +161,9 @@ static void test_two_devices(void)
     QPCIBus *bus;
     GPid remote;
 
-    g_assert(argv[0]);
-    remote = vu_spawn_server(argv, sock1);
+    remote = vu_spawn_remote_args(sock1, "-device", "edu,id=e0",
+                                  "-device", "edu,id=e1",
+                                  "-object", obj0, "-object", obj1, NULL);
     vu_wait_for_socket(sock0);
     qts = qtest_initf(VU_FW_ARGS "-M pc,memory-backend=mem -m 64M "
                       "-object memory-backend-memfd,id=mem,size=64M,share=on "

@@ -37,27 +37,18 @@ typedef struct Rig {
 
 static void rig_start(Rig *r, const char *client_opts)
 {
-    const char *qemu = g_getenv("VFIO_USER_QEMU");
     g_autofree char *obj = NULL;
 
-    g_assert(qemu);
     r->dir = g_dir_make_tmp("vfio-user-iofd-XXXXXX", NULL);
     r->sock = g_strdup_printf("%s/td.sock", r->dir);
     r->log = g_strdup_printf("%s/remote.log", r->dir);
     obj = g_strdup_printf("vfio-user-server,id=v0,socket=%s,device=td",
                           r->sock);
-    {
-        char *argv[] = {
-            (char *)qemu, (char *)"-M", (char *)"remote",
-            (char *)"-nodefaults", (char *)"-display", (char *)"none",
-            (char *)"-device", (char *)"pci-testdev,id=td",
-            (char *)"-object", obj,
-            (char *)"-trace", (char *)"vfio_user_srv_ioeventfd*",
-            (char *)"-trace", (char *)"vfio_user_srv_region_write",
-            (char *)"-D", r->log, NULL,
-        };
-        r->pid = vu_spawn_server(argv, r->sock);
-    }
+    r->pid = vu_spawn_remote_args(r->sock, "-device", "pci-testdev,id=td",
+                                  "-object", obj,
+                                  "-trace", "vfio_user_srv_ioeventfd*",
+                                  "-trace", "vfio_user_srv_region_write",
+                                  "-D", r->log, NULL);
     r->qts = qtest_initf(VU_FW_ARGS "-M pc -m 64M "
                          "-device vfio-user-pci,socket=%s,addr=4.0%s",
                          r->sock, client_opts);

@@ -34,7 +34,6 @@ static void test_mmap(const void *opaque)
     g_autofree char *mtree = NULL;
     g_autofree uint8_t *buf = g_malloc(8192);
     g_autofree uint8_t *back = g_malloc(8192);
-    const char *qemu = g_getenv("VFIO_USER_QEMU");
     bool is_file = g_str_equal(c->backend, "memory-backend-file");
     QTestState *qts;
     QPCIBus *bus;
@@ -49,17 +48,9 @@ static void test_mmap(const void *opaque)
                         "share=on", SHM_SIZE, shm) :
         g_strdup_printf("memory-backend-memfd,id=shm,size=%d,share=on",
                         SHM_SIZE);
-    {
-        char *argv[] = {
-            (char *)qemu, (char *)"-M", (char *)"remote",
-            (char *)"-nodefaults", (char *)"-display", (char *)"none",
-            (char *)"-object", backend,
-            (char *)"-device", (char *)"ivshmem-plain,id=iv,memdev=shm",
-            (char *)"-object", obj, NULL,
-        };
-        g_assert(qemu);
-        pid = vu_spawn_server(argv, sock);
-    }
+    pid = vu_spawn_remote_args(sock, "-object", backend,
+                               "-device", "ivshmem-plain,id=iv,memdev=shm",
+                               "-object", obj, NULL);
 
     qts = qtest_initf(VU_FW_ARGS "-M pc -m 64M "
                       "-device vfio-user-pci,socket=%s,addr=4.0%s", sock,

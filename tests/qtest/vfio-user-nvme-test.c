@@ -128,13 +128,6 @@ static void test_nvme(gconstpointer opaque)
         "if=none,id=d0,format=raw,file=%s", img);
     g_autofree char *obj = g_strdup_printf(
         "vfio-user-server,id=v0,socket=%s,device=n0", sock);
-    char *argv[] = {
-        (char *)g_getenv("VFIO_USER_QEMU"), (char *)"-M", (char *)"remote",
-        (char *)"-nodefaults", (char *)"-display", (char *)"none",
-        (char *)"-drive", drive,
-        (char *)"-device", (char *)"nvme,id=n0,serial=vfu-nvme-0,drive=d0",
-        (char *)"-object", obj, NULL,
-    };
     g_autofree uint8_t *disk = g_malloc(1024 * 1024);
     g_autofree uint8_t *file = NULL;
     uint8_t buf[4096], id[4096];
@@ -147,7 +140,9 @@ static void test_nvme(gconstpointer opaque)
         disk[i] = (i * 13) ^ (i >> 9);
     }
     g_assert(g_file_set_contents(img, (char *)disk, 1024 * 1024, NULL));
-    pid = vu_spawn_server(argv, sock);
+    pid = vu_spawn_remote_args(sock, "-drive", drive, "-device",
+                               "nvme,id=n0,serial=vfu-nvme-0,drive=d0",
+                               "-object", obj, NULL);
 
     n.qts = qtest_initf(VU_FW_ARGS "-M pc,memory-backend=mem -m 64M "
                         "-object memory-backend-memfd,id=mem,size=64M,"

@@ -45,21 +45,44 @@ static inline GPid vu_spawn_server(char **argv, const char *sock)
     return pid;
 }
 
+/*
+ * Start "-M remote" ($VFIO_USER_QEMU) with the further arguments, up to a
+ * NULL, and wait for @sock (the socket it creates last).
+ */
+static inline G_GNUC_NULL_TERMINATED GPid vu_spawn_remote_args(
+    const char *sock, ...)
+{
+    const char *qemu = g_getenv("VFIO_USER_QEMU");
+    const char *fixed[] = {
+        "-M", "remote", "-nodefaults", "-display", "none",
+    };
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    const char *arg;
+    va_list ap;
+
+    g_assert(qemu);
+    g_ptr_array_add(argv, (char *)qemu);
+    for (size_t i = 0; i < G_N_ELEMENTS(fixed); i++) {
+        g_ptr_array_add(argv, (char *)fixed[i]);
+    }
+    va_start(ap, sock);
+    while ((arg = va_arg(ap, const char *))) {
+        g_ptr_array_add(argv, (char *)arg);
+    }
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    return vu_spawn_server((char **)argv->pdata, sock);
+}
+
 /* Start "-M remote" exporting "-device @device" (id @id) on @sock. */
 static inline GPid vu_spawn_remote(const char *sock, const char *id,
                                    const char *device)
 {
-    const char *qemu = g_getenv("VFIO_USER_QEMU");
     g_autofree char *obj = g_strdup_printf(
         "vfio-user-server,id=v0,socket=%s,device=%s", sock, id);
-    char *argv[] = {
-        (char *)qemu, (char *)"-M", (char *)"remote", (char *)"-nodefaults",
-        (char *)"-display", (char *)"none", (char *)"-device", (char *)device,
-        (char *)"-object", obj, NULL,
-    };
 
-    g_assert(qemu);
-    return vu_spawn_server(argv, sock);
+    return vu_spawn_remote_args(sock, "-device", device, "-object", obj,
+                                NULL);
 }
 
 static inline void vu_kill_server(GPid pid)
