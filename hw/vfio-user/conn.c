@@ -250,7 +250,8 @@ static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
             for (unsigned i = 1; i < n; i++) {
                 if (pfds[i].revents) {
                     /* a failure breaks that one; its owner sees it later */
-                    vfu_conn_serve(g_ptr_array_index(c->wait_conns, i), NULL);
+                    vfu_conn_serve(g_ptr_array_index(c->wait_conns, i),
+                                   false, NULL);
                 }
             }
             if (!pfds[0].revents) {
@@ -557,11 +558,12 @@ int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
     return ret;
 }
 
-int vfu_conn_serve(VfuConn *c, Error **errp)
+int vfu_conn_serve(VfuConn *c, bool one_waited, Error **errp)
 {
     for (int n = 0; n < VFU_SERVE_BATCH && !c->broken; n++) {
         g_autoptr(VfuMsg) msg = NULL;
         int r = conn_recv(c, &msg, false, 0, false, errp);
+        bool waited;
 
         if (r <= 0) {
             return r;
@@ -571,7 +573,11 @@ int vfu_conn_serve(VfuConn *c, Error **errp)
                                         vfu_command_name(msg->hdr.command));
             continue;
         }
+        waited = !(msg->hdr.flags & VFU_F_NO_REPLY);
         vfu_conn_handle_request(c, g_steal_pointer(&msg));
+        if (waited && one_waited) {
+            break;
+        }
     }
     if (c->broken) {
         error_setg(errp, "%s: connection is closed", c->name);

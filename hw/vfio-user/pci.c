@@ -90,7 +90,7 @@ static void vfu_pci_socket_readable(void *opaque)
     VfuPciDevice *dev = opaque;
     Error *err = NULL;
 
-    if (!dev->dead && vfu_conn_serve(dev->conn, &err) < 0) {
+    if (!dev->dead && vfu_conn_serve(dev->conn, false, &err) < 0) {
         vfu_pci_set_dead(dev, err);
         error_free(err);
     }

@@ -845,7 +845,7 @@ static void test_wait_group(gconstpointer opaque)
         error_free(err);
         g_assert_cmpint(served, ==, 0);
         /* now it is served, as the main loop would, and the remote ends */
-        g_assert_cmpint(vfu_conn_serve(pq[1].a, &error_abort), ==, 0);
+        g_assert_cmpint(vfu_conn_serve(pq[1].a, false, &error_abort), ==, 0);
         g_thread_join(t);
     }
     g_assert_cmpint(served, ==, 1);

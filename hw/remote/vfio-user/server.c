@@ -48,8 +48,6 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
  * the deferred-request bottom half inside a device access; bound it.
  */
 #define VFU_SERVER_MAX_DEPTH    4
-/* Messages handled per wake-up, so one client cannot starve the loop */
-#define VFU_SERVER_BATCH        64
 
 #define VFU_NUM_BARS            (VFU_PCI_ROM_REGION + 1)
 /* Doorbells in one GET_REGION_IO_FDS reply, at most */
@@ -878,64 +876,52 @@ static void vfu_server_deferred(VfuConn *conn, void *opaque)
     qemu_bh_schedule(s->deferred_bh);
 }
 
+/* The client's first message must be VERSION; false: drop the client. */
+static bool vfu_server_negotiate(VfuServer *s)
+{
+    g_autoptr(VfuMsg) msg = NULL;
+    Error *err = NULL;
+    int r = vfu_conn_recv(s->conn, &msg, false, &err);
+
+    if (r == 0) {
+        return true;
+    }
+    if (r > 0 && vfu_conn_negotiate_server(s->conn, msg, &err) == 0) {
+        s->negotiated = true;
+        vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
+        return true;
+    }
+    trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                     err ? error_get_pretty(err) : "");
+    error_free(err);
+    vfu_conn_shutdown(s->conn);
+    return false;
+}
+
 /*
  * Serve what the client sent, at most a batch.  Without @drain, stop
- * after a request that the client waits for: it is unlikely to have sent
- * more, and the main loop comes back if it did, without the read that
- * would only find nothing.  Returns false when the connection is broken
- * and the client must be dropped.
+ * after a request that the client waits for (see vfu_conn_serve()).
+ * Returns false when the connection is broken and the client must be
+ * dropped.
  */
 static bool vfu_server_serve_pending(VfuServer *s, bool drain)
 {
+    Error *err = NULL;
+
     vfu_server_serve_deferred(s);
-
-    for (int n = 0; n < VFU_SERVER_BATCH; n++) {
-        VfuMsg *msg = NULL;
-        Error *err = NULL;
-        bool waited;
-        int r;
-
-        if (!s->conn || vfu_conn_is_broken(s->conn)) {
-            break;
-        }
-        r = vfu_conn_recv(s->conn, &msg, false, &err);
-        if (r < 0) {
-            trace_vfio_user_srv_client_error(vfu_server_id(s),
-                                             err ? error_get_pretty(err) : "");
-            error_free(err);
-            break;
-        }
-        if (r == 0) {
-            return true;
-        }
-        if (!s->negotiated) {
-            /* the first message must be VERSION */
-            if (vfu_conn_negotiate_server(s->conn, msg, &err) < 0) {
-                trace_vfio_user_srv_client_error(vfu_server_id(s),
-                                                 error_get_pretty(err));
-                error_free(err);
-                vfu_msg_free(msg);
-                vfu_conn_shutdown(s->conn);
-                break;
-            }
-            s->negotiated = true;
-            vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
-            vfu_msg_free(msg);
-            continue;
-        }
-        if (vfu_msg_is_reply(msg)) {
-            trace_vfio_user_srv_stray_reply(vfu_server_id(s), msg->hdr.msg_id);
-            vfu_msg_free(msg);
-            continue;
-        }
-        waited = !(msg->hdr.flags & VFU_F_NO_REPLY);
-        vfu_conn_handle_request(s->conn, msg);
-        if (waited && !drain) {
-            break;
-        }
+    if (!s->conn || vfu_conn_is_broken(s->conn)) {
+        return false;
     }
-    /* batch full: come back later */
-    return s->conn && !vfu_conn_is_broken(s->conn);
+    if (!s->negotiated) {
+        return vfu_server_negotiate(s);
+    }
+    if (vfu_conn_serve(s->conn, !drain, &err) < 0) {
+        trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                         error_get_pretty(err));
+        error_free(err);
+        return false;
+    }
+    return true;
 }
 
 static void vfu_server_client_read(void *opaque)

@@ -62,15 +62,17 @@ void vfu_conn_set_timeout(VfuConn *conn, int64_t timeout_ms);
  */
 void vfu_conn_join_wait_group(VfuConn *conn);
 
-/* Requests served at most per vfu_conn_serve() */
+/* Messages taken at most per vfu_conn_serve(), so one peer cannot starve */
 #define VFU_SERVE_BATCH         64
 
 /*
  * Serve the peer's requests that have arrived, without blocking: stray
- * replies are dropped.  Returns 0, or -1 with @errp set when the
- * connection is broken.
+ * replies are dropped.  With @one_waited, stop after a request the peer
+ * waits for: it is unlikely to have sent more, and the caller's fd
+ * handler comes back if it did.  Returns 0, or -1 with @errp set when
+ * the connection is broken.
  */
-int vfu_conn_serve(VfuConn *conn, Error **errp);
+int vfu_conn_serve(VfuConn *conn, bool one_waited, Error **errp);
 
 /*
  * Keep requests that arrive while vfu_conn_call() waits instead of
