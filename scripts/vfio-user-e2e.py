@@ -43,6 +43,8 @@ import time
 FW = ['-L', '/usr/share/seabios', '-L', '/usr/lib/ipxe/qemu',
       '-L', '/usr/share/qemu']
 STEPS = ['nvme', 'virtio-blk', 'lsi', 'e1000e', 'hotplug', 'crash']
+# the steps whose disk image the host checks after the guest wrote it
+DISK_STEPS = {'nvme': 'nvme', 'virtio-blk': 'vblk', 'lsi': 'scsi'}
 # MODE:STEP -> why it is left out by default (see --leave-out).
 KNOWN_BAD = {}
 IMG_SIZE = 2 * 1024 * 1024
@@ -384,18 +386,11 @@ class Boot:
                     why = parts[3] if len(parts) > 3 else ''
                     if step in self.steps:
                         self.guest[step] = (res == 'PASS', why)
-                    if step == 'nvme':
-                        why = check_image(img['nvme'], seed + 'nvme')
+                    if step in DISK_STEPS:
+                        disk = DISK_STEPS[step]
+                        why = check_image(img[disk], seed + disk)
                         if why:
-                            self.fail('nvme', 'host check: ' + why)
-                    elif step == 'virtio-blk':
-                        why = check_image(img['vblk'], seed + 'vblk')
-                        if why:
-                            self.fail('virtio-blk', 'host check: ' + why)
-                    elif step == 'lsi':
-                        why = check_image(img['scsi'], seed + 'scsi')
-                        if why:
-                            self.fail('lsi', 'host check: ' + why)
+                            self.fail(step, 'host check: ' + why)
                     elif step == 'e1000e':
                         want = hashlib.sha256(plus_one(Blobs.blob)).hexdigest()
                         got = [hashlib.sha256(u).hexdigest()
