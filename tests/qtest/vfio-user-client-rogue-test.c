@@ -232,12 +232,37 @@ static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
     r->req_error = m->hdr.flags & VFU_F_ERROR ? m->hdr.error : 0;
 }
 
+/*
+ * DMA_READs of guest RAM for @ms ms, each answer awaited, @gap_us apart.
+ * Returns true when all of them were answered without an error.
+ */
+static bool rogue_dma_reads(VfuConn *c, int64_t ms, unsigned gap_us)
+{
+    int64_t end = g_get_monotonic_time() + ms * 1000;
+    uint16_t id = 0x8000;
+
+    while (g_get_monotonic_time() < end) {
+        VfuDmaAccess a = { .address = 0x1000, .count = 8 };
+        g_autoptr(VfuMsg) ans = NULL;
+
+        if (vfu_conn_send(c, VFU_CMD_DMA_READ, id++, 0, 0, &a, sizeof(a),
+                          NULL, 0, NULL) ||
+            vfu_conn_recv(c, &ans, true, NULL) != 1 ||
+            (ans->hdr.flags & VFU_F_ERROR)) {
+            return false;
+        }
+        if (gap_us) {
+            g_usleep(gap_us);
+        }
+    }
+    return true;
+}
+
 /* A_LATER: misbehave without being asked */
 static void rogue_later(Rogue *r, VfuConn *c, int how)
 {
     VfuDmaAccess a = { .address = 0x1000, .count = 8 };
     VfuHeader h = { .msg_id = 0x9000, .command = VFU_CMD_DMA_READ };
-    int64_t end = g_get_monotonic_time() + GOOD_DELAY_MS / 2 * 1000;
     g_autoptr(VfuMsg) m = NULL;
 
     switch (how) {
@@ -262,18 +287,7 @@ static void rogue_later(Rogue *r, VfuConn *c, int how)
         return;
     case LATER_FLOOD:
         /* over before the good server answers: then nothing reads ours */
-        r->req_answered = true;
-        while (g_get_monotonic_time() < end) {
-            g_autoptr(VfuMsg) ans = NULL;
-
-            if (vfu_conn_send(c, VFU_CMD_DMA_READ, 0x9000, 0, 0, &a,
-                              sizeof(a), NULL, 0, NULL) ||
-                vfu_conn_recv(c, &ans, true, NULL) != 1 ||
-                (ans->hdr.flags & VFU_F_ERROR)) {
-                r->req_answered = false;
-                return;
-            }
-        }
+        r->req_answered = rogue_dma_reads(c, GOOD_DELAY_MS / 2, 0);
         return;
     case LATER_STRAY:
         for (int i = 0; i < 3; i++) {
@@ -525,24 +539,12 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
             }
         }
         return;
-    case A_BUSY: {
+    case A_BUSY:
         /* like a device running a script it fetches from guest memory */
-        int64_t end = g_get_monotonic_time() + k->off * 1000;
-        uint16_t id = 0x8000;
-
-        while (g_get_monotonic_time() < end) {
-            VfuDmaAccess a = { .address = 0, .count = 8 };
-            g_autoptr(VfuMsg) ans = NULL;
-
-            if (vfu_conn_send(c, VFU_CMD_DMA_READ, id++, 0, 0, &a,
-                              sizeof(a), NULL, 0, NULL) ||
-                vfu_conn_recv(c, &ans, true, NULL) != 1) {
-                return;
-            }
-            g_usleep(1000);
+        if (!rogue_dma_reads(c, k->off, 1000)) {
+            return;
         }
         break;
-    }
     case A_LATER:
         vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
         g_usleep(LATER_MS * 1000);
