@@ -114,7 +114,7 @@ static void test_all_devices(void)
     }
     qpci_free_pc(bus);
     qtest_quit(qts);
-    vu_kill_server(pid);
+    vu_stop_server(pid);
     for (int i = 0; i < ARRAY_SIZE(devs); i++) {
         g_autofree char *sock = g_strdup_printf("%s/%s.sock", dir, devs[i].id);
         unlink(sock);

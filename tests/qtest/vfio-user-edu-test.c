@@ -207,7 +207,7 @@ static void test_two_devices(void)
     }
     qpci_free_pc(bus);
     qtest_quit(qts);
-    vu_kill_server(remote);
+    vu_stop_server(remote);
     unlink(sock0);
     unlink(sock1);
     rmdir(dir);

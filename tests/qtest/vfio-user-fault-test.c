@@ -271,7 +271,7 @@ static void test_client_killed(gconstpointer opaque)
     vm_use_edu(&next);
     vm_stop(&next);
     g_assert_cmpint(vu_wait_fds(remote, idle), ==, idle);
-    vu_kill_server(remote);
+    vu_stop_server(remote);
     unlink(sock);
 }
 
@@ -309,7 +309,7 @@ static void test_sandboxed(gconstpointer opaque)
     vm_stop(&vm);
     /* still alive and confined after its client left */
     g_assert_cmpint(waitpid(remote, NULL, WNOHANG), ==, 0);
-    vu_kill_server(remote);
+    vu_stop_server(remote);
     unlink(sock);
     rmdir(dir);
 }

@@ -62,7 +62,7 @@ static void rig_stop(Rig *r)
     g_free(r->dev);
     qpci_free_pc(r->bus);
     qtest_quit(r->qts);
-    vu_kill_server(r->pid);
+    vu_stop_server(r->pid);
     unlink(r->sock);
     unlink(r->log);
     rmdir(r->dir);

@@ -98,7 +98,7 @@ static void test_mmap(const void *opaque)
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
-    vu_kill_server(pid);
+    vu_stop_server(pid);
     unlink(sock);
     unlink(shm);
     rmdir(dir);

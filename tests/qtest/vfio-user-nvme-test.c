@@ -209,7 +209,7 @@ static void test_nvme(gconstpointer opaque)
     g_free(n.dev);
     qpci_free_pc(n.bus);
     qtest_quit(n.qts);
-    vu_kill_server(pid);
+    vu_stop_server(pid);
     unlink(img);
     unlink(sock);
     rmdir(dir);

@@ -96,7 +96,7 @@ static inline void edu_rig_stop(EduRig *r)
     g_free(r->dev);
     qpci_free_pc(r->bus);
     qtest_quit(r->qts);
-    vu_kill_server(r->remote);
+    vu_stop_server(r->remote);
     unlink(r->sock);
     unlink(r->log);
     rmdir(r->dir);

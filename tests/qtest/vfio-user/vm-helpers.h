@@ -85,11 +85,65 @@ static inline GPid vu_spawn_remote(const char *sock, const char *id,
                                 NULL);
 }
 
+/* The server @pid is still running (a crash or sanitizer abort ends it). */
+static inline void vu_assert_alive(GPid pid)
+{
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+
+    if (r != 0) {
+        g_test_message("server %d has ended: status 0x%x", pid, status);
+    }
+    g_assert_cmpint(r, ==, 0);
+}
+
+/*
+ * Wait up to 10 s for the server @pid to end and check how: exit status
+ * 0, or death by SIGTERM when @may_die_by_term (a peer that does not
+ * handle it).  One that does not end is killed, and the test fails.
+ */
+static inline void vu_check_end(GPid pid, bool may_die_by_term)
+{
+    int status = 0;
+    pid_t r = 0;
+
+    for (int i = 0; i < 1000 && (r = waitpid(pid, &status, WNOHANG)) == 0;
+         i++) {
+        g_usleep(10 * 1000);
+    }
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        g_test_message("server %d did not end within 10 s", pid);
+    }
+    g_assert_cmpint(r, ==, pid);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
+        !(may_die_by_term && WIFSIGNALED(status) &&
+          WTERMSIG(status) == SIGTERM)) {
+        g_test_message("server %d ended with status 0x%x (exit %d, "
+                       "signal %d)", pid, status,
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        g_assert_not_reached();
+    }
+    g_spawn_close_pid(pid);
+}
+
+/*
+ * Stop a "-M remote" QEMU started above: it must still be running, and
+ * quit on SIGTERM with status 0, its exit-time sanitizer checks run.
+ */
+static inline void vu_stop_server(GPid pid)
+{
+    vu_assert_alive(pid);
+    g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+    vu_check_end(pid, false);
+}
+
+/* The former name of vu_stop_server(), for callers written before it. */
 static inline void vu_kill_server(GPid pid)
 {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    g_spawn_close_pid(pid);
+    vu_stop_server(pid);
 }
 
 /* Find the device at @devfn and turn on I/O, memory and bus mastering. */
