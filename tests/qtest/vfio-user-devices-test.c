@@ -2,7 +2,8 @@
  * One remote process hosts the device models vfio-user must carry (nvme,
  * e1000e, lsi53c895a, virtio-blk-pci, virtio-net-pci, edu), each on its
  * own socket; one VM plugs them all in with vfio-user-pci.  Checks what
- * the guest sees of each: IDs, BAR layout, MSI-X placement, registers.
+ * the guest sees of each: IDs, BAR layout, MSI-X placement, registers,
+ * and for nvme MSI-X interrupts raised by the remote device.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -35,6 +36,120 @@ static const HostedDev devs[] = {
       true },
     { "edu", "edu,id=edu", 0x1234, 0x11e8, 0, 0x100000, false },
 };
+
+/* nvme registers and the guest RAM the MSI-X check below uses */
+#define NVME_CC             0x14
+#define NVME_CSTS           0x1c
+#define NVME_AQA            0x24
+#define NVME_ASQ            0x28
+#define NVME_ACQ            0x30
+#define NVME_SQ0TDBL        0x1000
+#define NVME_CQ0HDBL        0x1004
+#define NV_SQ               0x200000
+#define NV_CQ               0x201000
+#define NV_BUF              0x202000
+#define NV_MSI              0x203000    /* vector 0 writes its data here */
+#define NV_MSI_DATA         0x5eed0001u
+
+static bool wait_until(bool (*cond)(QTestState *, QPCIDevice *, int),
+                       QTestState *qts, QPCIDevice *dev, int arg)
+{
+    for (int i = 0; i < 500; i++) {
+        if (cond(qts, dev, arg)) {
+            return true;
+        }
+        g_usleep(10 * 1000);
+    }
+    return false;
+}
+
+static bool msi_arrived(QTestState *qts, QPCIDevice *dev, int unused)
+{
+    return qtest_readl(qts, NV_MSI) == NV_MSI_DATA;
+}
+
+static bool msix_pending0(QTestState *qts, QPCIDevice *dev, int unused)
+{
+    return qpci_msix_pending(dev, 0);
+}
+
+/* the phase tag of admin completion @slot, 1 on the queue's first pass */
+static bool nvme_completed(QTestState *qts, QPCIDevice *dev, int slot)
+{
+    return qtest_readl(qts, NV_CQ + slot * 16 + 12) & (1 << 16);
+}
+
+static void msix_vector0(QPCIDevice *dev, bool masked)
+{
+    qpci_io_writel(dev, dev->msix_table_bar,
+                   dev->msix_table_off + PCI_MSIX_ENTRY_VECTOR_CTRL,
+                   masked ? PCI_MSIX_ENTRY_CTRL_MASKBIT : 0);
+}
+
+/* Queue an Identify Controller in admin SQ @slot and ring the doorbell. */
+static void nvme_identify(QTestState *qts, QPCIDevice *dev, int slot)
+{
+    uint32_t cmd[16] = { 0 };
+
+    cmd[0] = 0x06 | (slot + 1) << 16;       /* opcode, command id */
+    cmd[6] = NV_BUF;                         /* PRP1 */
+    cmd[10] = 1;                             /* CNS: the controller */
+    qtest_memwrite(qts, NV_SQ + slot * 64, cmd, sizeof(cmd));
+    qpci_io_writel(dev, dev->msix_table_bar, NVME_SQ0TDBL, slot + 1);
+}
+
+/*
+ * MSI-X as the remote device drives it: the table here sends vector 0
+ * to guest RAM, and the remote nvme completes admin commands with an
+ * interrupt on vector 0.  Unmasked, the message arrives; masked, it
+ * stays pending until the vector is unmasked.
+ */
+static void check_nvme_msix(QTestState *qts, QPCIDevice *dev)
+{
+    QPCIBar bar;
+    uint8_t zero[0x2000] = { 0 };
+
+    /* BAR0 holds the registers and the table: the table's mapping */
+    bar = dev->msix_table_bar;
+    qtest_memwrite(qts, NV_SQ, zero, sizeof(zero));
+    qtest_writel(qts, NV_MSI, 0);
+    qpci_io_writel(dev, bar, dev->msix_table_off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   NV_MSI);
+    qpci_io_writel(dev, bar, dev->msix_table_off + PCI_MSIX_ENTRY_UPPER_ADDR,
+                   0);
+    qpci_io_writel(dev, bar, dev->msix_table_off + PCI_MSIX_ENTRY_DATA,
+                   NV_MSI_DATA);
+    msix_vector0(dev, false);
+
+    qpci_io_writel(dev, bar, NVME_CC, 0);
+    qpci_io_writel(dev, bar, NVME_AQA, 3 << 16 | 3);
+    qpci_io_writeq(dev, bar, NVME_ASQ, NV_SQ);
+    qpci_io_writeq(dev, bar, NVME_ACQ, NV_CQ);
+    qpci_io_writel(dev, bar, NVME_CC, 1 | 6 << 16 | 4 << 20);
+    for (int i = 0; i < 500 && !(qpci_io_readl(dev, bar, NVME_CSTS) & 1);
+         i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(qpci_io_readl(dev, bar, NVME_CSTS) & 3, ==, 1);
+
+    nvme_identify(qts, dev, 0);
+    g_assert(wait_until(msi_arrived, qts, dev, 0));
+    g_assert(nvme_completed(qts, dev, 0));
+    g_assert(!qpci_msix_pending(dev, 0));
+    qpci_io_writel(dev, bar, NVME_CQ0HDBL, 1);
+
+    msix_vector0(dev, true);
+    qtest_writel(qts, NV_MSI, 0);
+    nvme_identify(qts, dev, 1);
+    g_assert(wait_until(nvme_completed, qts, dev, 1));
+    g_assert(wait_until(msix_pending0, qts, dev, 0));
+    g_assert_cmphex(qtest_readl(qts, NV_MSI), ==, 0);
+    msix_vector0(dev, false);
+    g_assert(wait_until(msi_arrived, qts, dev, 0));
+    g_assert(!qpci_msix_pending(dev, 0));
+    qpci_io_writel(dev, bar, NVME_CQ0HDBL, 2);
+    qpci_io_writel(dev, bar, NVME_CC, 0);
+}
 
 static void test_all_devices(void)
 {
@@ -108,6 +223,9 @@ static void test_all_devices(void)
             qpci_msix_enable(dev);
             g_assert(qpci_msix_masked(dev, 0));     /* as after reset */
             g_assert(!qpci_msix_pending(dev, 0));
+            if (g_str_equal(devs[i].id, "nvme")) {
+                check_nvme_msix(qts, dev);
+            }
             qpci_msix_disable(dev);
         }
         g_free(dev);
