@@ -385,24 +385,32 @@ static void test_irq(void)
     uint8_t bools[1] = { 1 };
     uint8_t cap;
 
+    /*
+     * The server signals an eventfd from the handler of the request that
+     * raised or unmasked the interrupt, before its reply: every check
+     * below reads the eventfd right after a reply, without waiting.  The
+     * ones that expect a signal show this holds; the ones that expect
+     * none then need no time to pass.
+     */
+
     /* INTx: delivered, then automasked until the client unmasks */
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_EVENTFD |
                                 VFU_IRQ_SET_ACTION_TRIGGER,
                                 VFU_PCI_INTX_IRQ, 0, 1, &intx, 1), ==, 0);
     tc_write(c, 0, EDU_IRQ_RAISE, 4, 1);
-    g_assert_cmpuint(tc_eventfd_wait(intx, 5000), ==, 1);
+    g_assert_cmpuint(tc_eventfd_wait(intx, 0), ==, 1);
     tc_write(c, 0, EDU_IRQ_ACK, 4, 1);
     tc_write(c, 0, EDU_IRQ_RAISE, 4, 1);
-    g_assert_cmpuint(tc_eventfd_wait(intx, 200), ==, 0);
+    g_assert_cmpuint(tc_eventfd_wait(intx, 0), ==, 0);
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_NONE |
                                 VFU_IRQ_SET_ACTION_UNMASK,
                                 VFU_PCI_INTX_IRQ, 0, 1, NULL, 0), ==, 0);
-    g_assert_cmpuint(tc_eventfd_wait(intx, 5000), ==, 1);
+    g_assert_cmpuint(tc_eventfd_wait(intx, 0), ==, 1);
     tc_write(c, 0, EDU_IRQ_ACK, 4, 1);
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_NONE |
                                 VFU_IRQ_SET_ACTION_UNMASK,
                                 VFU_PCI_INTX_IRQ, 0, 1, NULL, 0), ==, 0);
-    g_assert_cmpuint(tc_eventfd_wait(intx, 200), ==, 0);
+    g_assert_cmpuint(tc_eventfd_wait(intx, 0), ==, 0);
 
     /* MSI: enable it in config space, then edu uses it */
     cap = find_cap(c, PCI_CAP_ID_MSI);
@@ -414,8 +422,8 @@ static void test_irq(void)
     tc_write(c, VFU_PCI_CONFIG_REGION, cap + PCI_MSI_FLAGS, 2,
              PCI_MSI_FLAGS_ENABLE);
     tc_write(c, 0, EDU_IRQ_RAISE, 4, 2);
-    g_assert_cmpuint(tc_eventfd_wait(msi, 5000), ==, 1);
-    g_assert_cmpuint(tc_eventfd_wait(intx, 100), ==, 0);
+    g_assert_cmpuint(tc_eventfd_wait(msi, 0), ==, 1);
+    g_assert_cmpuint(tc_eventfd_wait(intx, 0), ==, 0);
 
     /* masked MSI stays pending until unmasked */
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_BOOL |
@@ -433,17 +441,17 @@ static void test_irq(void)
                                 NULL, 0, NULL), ==, 0);
     }
     tc_write(c, 0, EDU_IRQ_RAISE, 4, 4);
-    g_assert_cmpuint(tc_eventfd_wait(msi, 200), ==, 0);
+    g_assert_cmpuint(tc_eventfd_wait(msi, 0), ==, 0);
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_NONE |
                                 VFU_IRQ_SET_ACTION_UNMASK,
                                 VFU_PCI_MSI_IRQ, 0, 1, NULL, 0), ==, 0);
-    g_assert_cmpuint(tc_eventfd_wait(msi, 5000), ==, 1);
+    g_assert_cmpuint(tc_eventfd_wait(msi, 0), ==, 1);
 
     /* the client can trigger an interrupt itself (loopback) */
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_NONE |
                                 VFU_IRQ_SET_ACTION_TRIGGER,
                                 VFU_PCI_MSI_IRQ, 0, 1, NULL, 0), ==, 0);
-    g_assert_cmpuint(tc_eventfd_wait(msi, 5000), ==, 1);
+    g_assert_cmpuint(tc_eventfd_wait(msi, 0), ==, 1);
 
     /* de-assign: no more signals */
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_EVENTFD |
@@ -452,7 +460,7 @@ static void test_irq(void)
     g_assert_cmpint(tc_set_irqs(c, VFU_IRQ_SET_DATA_NONE |
                                 VFU_IRQ_SET_ACTION_TRIGGER,
                                 VFU_PCI_MSI_IRQ, 0, 1, NULL, 0), ==, 0);
-    g_assert_cmpuint(tc_eventfd_wait(msi, 200), ==, 0);
+    g_assert_cmpuint(tc_eventfd_wait(msi, 0), ==, 0);
 
     close(intx);
     close(msi);
@@ -641,13 +649,20 @@ static void test_nvme(void)
                   VFU_IRQ_INFO_F_MASKABLE);
     g_assert_cmphex(tc_read(e, 0, EDU_ID, 4), ==, 0x010000ed);
 
-    /* dropping one client resets its device only */
-    tc_write(e, 0, EDU_LIVENESS, 4, 1);
+    /* dropping one client resets its device only: edu's, not nvme's */
+    tc_write(e, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    tc_write(e, VFU_PCI_CONFIG_REGION, PCI_INTERRUPT_LINE, 1, 0x42);
     tc_write(n, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    tc_write(n, VFU_PCI_CONFIG_REGION, PCI_INTERRUPT_LINE, 1, 0x43);
     vfu_conn_free(e);
     e = tc_connect(sock);
+    g_assert_cmphex(tc_read(e, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2), ==, 0);
+    g_assert_cmphex(tc_read(e, VFU_PCI_CONFIG_REGION, PCI_INTERRUPT_LINE, 1),
+                    ==, 0);
     g_assert_cmphex(tc_read(n, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2), ==,
                     PCI_COMMAND_MEMORY);
+    g_assert_cmphex(tc_read(n, VFU_PCI_CONFIG_REGION, PCI_INTERRUPT_LINE, 1),
+                    ==, 0x43);
     vfu_conn_free(e);
     vfu_conn_free(n);
     qtest_quit(qts);
