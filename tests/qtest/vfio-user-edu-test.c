@@ -11,6 +11,7 @@
 #include "libqos/pci-pc.h"
 #include "qapi/qmp/qdict.h"
 #include "standard-headers/linux/pci_regs.h"
+#include "hw/vfio-user/protocol.h"
 #include "vfio-user/vm-helpers.h"
 #include "vfio-user/edu.h"
 
@@ -139,6 +140,49 @@ static void test_dma(gconstpointer opaque)
 }
 
 /*
+ * How often the client's trace (vfio_user_send, vfio_user_recv) shows
+ * a DMA_READ request received on one connection while a REGION_READ of
+ * another connection waited for its reply.
+ */
+static unsigned count_overlaps(const char *log)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GHashTable) waiting = g_hash_table_new_full(g_str_hash,
+                                                          g_str_equal,
+                                                          g_free, NULL);
+    unsigned overlaps = 0;
+
+    g_assert(g_file_get_contents(log, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        const char *p = strstr(*l, "vfio_user_");
+        char conn[128], cmd[32];
+        unsigned id, flags;
+        bool send;
+
+        if (!p || sscanf(p, "vfio_user_%*[a-z] %127s id %u %31s flags 0x%x",
+                         conn, &id, cmd, &flags) != 4) {
+            continue;
+        }
+        send = g_str_has_prefix(p, "vfio_user_send ");
+        if (send && g_str_equal(cmd, "REGION_READ")) {
+            g_hash_table_insert(waiting, g_strdup(conn),
+                                GUINT_TO_POINTER(id + 1));
+        } else if (!send && (flags & VFU_F_TYPE_REPLY) &&
+                   GPOINTER_TO_UINT(g_hash_table_lookup(waiting, conn)) ==
+                   id + 1) {
+            g_hash_table_remove(waiting, conn);
+        } else if (!send && g_str_equal(cmd, "DMA_READ") &&
+                   !(flags & VFU_F_TYPE_REPLY)) {
+            overlaps += g_hash_table_size(waiting) -
+                        g_hash_table_contains(waiting, conn);
+        }
+    }
+    return overlaps;
+}
+
+/*
  * Two edus of one remote process under secure-dma.  While the client
  * waits for one's BAR read, the remote may be waiting for the client's
  * answer to the other's DMA_READ: the client serves it meanwhile, or
@@ -153,8 +197,11 @@ static void test_two_devices(void)
         "vfio-user-server,id=v0,socket=%s,device=e0", sock0);
     g_autofree char *obj1 = g_strdup_printf(
         "vfio-user-server,id=v1,socket=%s,device=e1", sock1);
+    g_autofree char *log = g_strdup_printf("%s/client.log", dir);
     uint8_t pattern[4000], back[4000];
     g_autofree uint8_t *bar0 = g_malloc(64 * 1024);
+    unsigned overlaps = 0;
+    int round;
     QPCIDevice *dev[2];
     QPCIBar bar[2];
     QTestState *qts;
@@ -170,13 +217,19 @@ static void test_two_devices(void)
                       "-device vfio-user-pci,socket=%s,addr=04.0,"
                       "secure-dma=on,x-msg-timeout=2000 "
                       "-device vfio-user-pci,socket=%s,addr=05.0,"
-                      "secure-dma=on,x-msg-timeout=2000", sock0, sock1);
+                      "secure-dma=on,x-msg-timeout=2000 "
+                      "-trace vfio_user_send -trace vfio_user_recv -D %s",
+                      sock0, sock1, log);
     bus = qpci_new_pc(qts, NULL);
     for (int i = 0; i < 2; i++) {
         dev[i] = vu_find_dev(bus, QPCI_DEVFN(4 + i, 0));
         bar[i] = qpci_iomap(dev[i], 0, NULL);
     }
-    for (int round = 0; round < 2; round++) {
+    /*
+     * At least two rounds, and more (up to ten) until the trace shows
+     * the overlap the case is about.
+     */
+    for (round = 0; round < 10 && (round < 2 || !overlaps); round++) {
         for (size_t i = 0; i < sizeof(pattern); i++) {
             pattern[i] = i * 3 + round;
         }
@@ -200,7 +253,11 @@ static void test_two_devices(void)
         edu_dma(dev[1], bar[1], EDU_DMA_BUF, 0x200000, sizeof(back), true);
         qtest_memread(qts, 0x200000, back, sizeof(back));
         g_assert(memcmp(pattern, back, sizeof(back)) == 0);
+        overlaps = count_overlaps(log);
     }
+    g_test_message("%u DMA_READs served during the other edu's BAR reads, "
+                   "%d rounds", overlaps, round);
+    g_assert_cmpuint(overlaps, >, 0);
 
     for (int i = 0; i < 2; i++) {
         g_free(dev[i]);
@@ -208,6 +265,7 @@ static void test_two_devices(void)
     qpci_free_pc(bus);
     qtest_quit(qts);
     vu_stop_server(remote);
+    unlink(log);
     unlink(sock0);
     unlink(sock1);
     rmdir(dir);
