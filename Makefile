@@ -4,6 +4,8 @@
 #   make check    build and run every unit test and qtest of ours, the
 #                 end-to-end guest scenarios and the interop table
 #   make check-interop  only the cases against libvfio-user's samples
+#   make record-counts  after a green make check: record its case counts
+#                 in tests/vfio-user-case-counts.txt
 #   make demo     run the end-to-end demo (see README.md)
 #   make bench    measure speed against raw sockets and in-process devices
 #                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
@@ -49,7 +51,7 @@ SHELL := /bin/bash
 
 .PHONY: all setup build peers check check-interop demo guest bench \
         bench-upstream clean \
-        distclean FORCE fuzz-build fuzz check-asan
+        distclean FORCE fuzz-build fuzz check-asan record-counts
 
 all: build
 
@@ -87,8 +89,13 @@ check: setup peers guest
 	    $(addprefix --asan-test $(FUZZ_BUILD)/,$(ASAN_QTESTS)) \
 	    --fuzz-binary $(FUZZ_BIN) --fuzz-time $(FUZZ_CHECK_TIME) \
 	    --fuzz-corpus $(FUZZ_CORPUS) --fuzz-artifacts $(FUZZ_ARTIFACTS) \
-	    $(TEST_BINS) $(addprefix $(FUZZ_BUILD)/,$(ASAN_UNIT_TESTS)) \
-	    --script "python3 $(E2E)"
+	    $(addprefix --asan-test $(FUZZ_BUILD)/,$(ASAN_UNIT_TESTS)) \
+	    $(TEST_BINS) --script "python3 $(E2E)"
+
+# After a green make check: its case counts become the floor that later
+# runs must reach (tests/vfio-user-case-counts.txt).
+record-counts:
+	@python3 scripts/vfio-user-check.py --record-counts
 
 # Our client and server against libvfio-user's samples: the interop cases
 # of the qtests, run by path, and their table.
