@@ -9,6 +9,7 @@
 
 #include "qemu/osdep.h"
 #include "vfio-user/server-client.h"
+#include "vfio-user/vm-helpers.h"
 #include "qapi/qmp/qdict.h"
 #include "hw/pci/pci_regs.h"
 
@@ -577,17 +578,79 @@ static void test_object_add_del(void)
 }
 
 /*
+ * What the server's trace (-trace vfio_user_version, vfio_user_srv_*)
+ * shows of the connection after the @nth accept: its requests in order,
+ * a failed one with its errno, repeats as "xN".
+ */
+static char *served_requests(const char *log, unsigned nth)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(g_free);
+    GString *out = g_string_new("");
+    unsigned accepts = 0;
+
+    g_assert(g_file_get_contents(log, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        const char *p;
+
+        if (strstr(*l, "vfio_user_srv_accept ")) {
+            accepts++;
+        } else if (accepts != nth) {
+            continue;
+        } else if (strstr(*l, "vfio_user_version ")) {
+            g_ptr_array_add(seen, g_strdup("VERSION"));
+        } else if ((p = strstr(*l, "vfio_user_srv_request_failed "))) {
+            char cmd[64];
+            int e;
+
+            g_assert_cmpint(sscanf(p, "vfio_user_srv_request_failed %*s id "
+                                   "%*u %63s failed, errno %d", cmd, &e),
+                            ==, 2);
+            g_assert(seen->len && g_str_equal(seen->pdata[seen->len - 1],
+                                              cmd));
+            g_free(seen->pdata[seen->len - 1]);
+            seen->pdata[seen->len - 1] = g_strdup_printf(
+                "%s -> %s", cmd, strerrorname_np(e));
+        } else if ((p = strstr(*l, "vfio_user_srv_request "))) {
+            g_ptr_array_add(seen, g_strdup(strrchr(p, ' ') + 1));
+        }
+    }
+    for (guint i = 0; i < seen->len;) {
+        guint n = 1;
+
+        while (i + n < seen->len &&
+               g_str_equal(seen->pdata[i], seen->pdata[i + n])) {
+            n++;
+        }
+        g_string_append_printf(out, "%s%s", out->len ? ", " : "",
+                               (char *)seen->pdata[i]);
+        if (n > 1) {
+            g_string_append_printf(out, " x%u", n);
+        }
+        i += n;
+    }
+    return g_string_free(out, false);
+}
+
+/*
  * libvfio-user's sample client is written for its own sample server (a
- * device with a migration region and 0xdead:0xbeef ids): it negotiates,
- * checks that a bogus region is refused with EINVAL, then stops at the
- * region count.  Those first steps must pass against us.
+ * device with a migration region, ten regions in all, 0xdead:0xbeef
+ * ids).  Against edu it negotiates, has a read of a bogus region refused
+ * with EINVAL, asks for the device info and stops there, as edu has nine
+ * regions.  Exactly these requests must reach the server, the sample
+ * must end with that complaint alone and status 1, and the server must
+ * serve the next client.
  */
 static void test_libvfio_user_client(void)
 {
     const char *peers = g_getenv("VFIO_USER_PEERS");
     g_autofree char *sock = tc_tmp_path("lvu");
+    g_autofree char *log = tc_tmp_path("lvu-trace");
     g_autofree char *client = NULL;
-    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *out = NULL, *err = NULL, *served = NULL;
+    g_autofree char *extra = NULL;
     g_autoptr(GError) gerr = NULL;
     QTestState *qts;
     VfuConn *c;
@@ -596,7 +659,10 @@ static void test_libvfio_user_client(void)
     g_assert(peers);
     client = g_build_filename(peers, "client", NULL);
     g_assert_true(g_file_test(client, G_FILE_TEST_IS_EXECUTABLE));
-    qts = tc_start_edu(sock, NULL);
+    unlink(log);
+    extra = g_strdup_printf("-trace vfio_user_version -trace "
+                            "vfio_user_srv_* -D %s", log);
+    qts = tc_start_edu(sock, extra);
     c = tc_connect(sock);        /* wait until it listens */
     vfu_conn_free(c);
 
@@ -608,13 +674,31 @@ static void test_libvfio_user_client(void)
     }
     g_test_message("client stdout: %s", out);
     g_test_message("client stderr: %s", err);
-    g_assert_nonnull(strstr(err, "bad number of device regions 9"));
-    g_assert_null(strstr(err, "expected EINVAL"));
+    /*
+     * Its warning on the refused read (as it expects), then errx(1, ...)
+     * in its get_device_info(), and nothing else.
+     */
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+    g_assert_cmpstr(err, ==, "client: failed to read from region -559038737 "
+                    "0-0x3: Invalid argument\n"
+                    "client: bad number of device regions 9\n");
+
+    /* the server saw the sample leave, then exactly its requests */
+    g_assert_cmpuint(vu_wait_in_file(log, "vfio_user_srv_disconnect ", 1),
+                     ==, 2);
+    served = served_requests(log, 2);
+    g_assert_cmpstr(served, ==,
+                    "VERSION, REGION_READ -> EINVAL, DEVICE_GET_INFO");
+    /* picked up by make check's interop table */
+    g_test_message("interop: %s (9 regions); stops: the sample expects its "
+                   "own device (10 regions), exit 1", served);
 
     c = tc_connect(sock);
     g_assert_cmphex(tc_read(c, 0, EDU_ID, 4), ==, 0x010000ed);
     vfu_conn_free(c);
     qtest_quit(qts);
+    unlink(log);
 }
 
 /* Two devices in one process, each on its own socket: edu and nvme */
