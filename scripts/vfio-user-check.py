@@ -285,7 +285,8 @@ def main():
                     help='with --record-counts: where make check ran')
     ap.add_argument('--build')
     ap.add_argument('--qemu')
-    ap.add_argument('--peers', help='folder of the libvfio-user sample binaries')
+    ap.add_argument('--peers',
+                    help='folder of the libvfio-user sample binaries')
     ap.add_argument('--timeout', type=int, default=300,
                     help='seconds each test binary may run')
     ap.add_argument('--script', action='append', default=[],
@@ -299,7 +300,8 @@ def main():
     ap.add_argument('--fuzz-time', type=int, default=30,
                     help='seconds per fuzz target')
     ap.add_argument('--fuzz-corpus', help='corpus folder of the fuzz targets')
-    ap.add_argument('--fuzz-artifacts', help='crash folder of the fuzz targets')
+    ap.add_argument('--fuzz-artifacts',
+                    help='crash folder of the fuzz targets')
     ap.add_argument('--asan-qemu',
                     help='qemu-system-x86_64 of the sanitizer build')
     ap.add_argument('--asan-test', action='append', default=[],

@@ -593,7 +593,8 @@ static char *served_requests(const char *log, unsigned nth)
     g_assert(g_file_get_contents(log, &text, NULL, NULL));
     lines = g_strsplit(text, "\n", -1);
     for (char **l = lines; *l; l++) {
-        const char *p;
+        const char *failed = strstr(*l, "vfio_user_srv_request_failed ");
+        const char *req = strstr(*l, "vfio_user_srv_request ");
 
         if (strstr(*l, "vfio_user_srv_accept ")) {
             accepts++;
@@ -601,20 +602,20 @@ static char *served_requests(const char *log, unsigned nth)
             continue;
         } else if (strstr(*l, "vfio_user_version ")) {
             g_ptr_array_add(seen, g_strdup("VERSION"));
-        } else if ((p = strstr(*l, "vfio_user_srv_request_failed "))) {
+        } else if (failed) {
             char cmd[64];
             int e;
 
-            g_assert_cmpint(sscanf(p, "vfio_user_srv_request_failed %*s id "
-                                   "%*u %63s failed, errno %d", cmd, &e),
+            g_assert_cmpint(sscanf(failed, "vfio_user_srv_request_failed %*s "
+                                   "id %*u %63s failed, errno %d", cmd, &e),
                             ==, 2);
             g_assert(seen->len && g_str_equal(seen->pdata[seen->len - 1],
                                               cmd));
             g_free(seen->pdata[seen->len - 1]);
             seen->pdata[seen->len - 1] = g_strdup_printf(
                 "%s -> %s", cmd, strerrorname_np(e));
-        } else if ((p = strstr(*l, "vfio_user_srv_request "))) {
-            g_ptr_array_add(seen, g_strdup(strrchr(p, ' ') + 1));
+        } else if (req) {
+            g_ptr_array_add(seen, g_strdup(strrchr(req, ' ') + 1));
         }
     }
     for (guint i = 0; i < seen->len;) {
