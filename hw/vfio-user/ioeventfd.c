@@ -71,6 +71,33 @@ static bool vfu_ioeventfd_known(VfuPciDevice *dev, VfuPciBar *bar,
     return false;
 }
 
+/*
+ * Would @sub collide with a registered doorbell?  KVM refuses two at one
+ * address and size unless both match different data (EEXIST, which QEMU
+ * treats as fatal), and a partial overlap would make one write ring two
+ * doorbells or an unpredictable one.
+ */
+static bool vfu_ioeventfd_collides(VfuPciDevice *dev, VfuPciBar *bar,
+                                   const VfuSubRegionIoFd *sub)
+{
+    bool match = sub->flags & VFU_IOEVENTFD_F_DATAMATCH;
+
+    for (unsigned i = 0; i < dev->ioeventfds->len; i++) {
+        VfuIoeventfd *io = g_ptr_array_index(dev->ioeventfds, i);
+
+        if (io->bar != bar ||
+            !ranges_overlap(io->offset, io->size, sub->offset, sub->size)) {
+            continue;
+        }
+        if (io->offset == sub->offset && io->size == sub->size &&
+            io->match_data && match && io->data != sub->datamatch) {
+            continue;
+        }
+        return true;
+    }
+    return false;
+}
+
 /* What the guest's MSI-X emulation owns is never a doorbell */
 static bool vfu_ioeventfd_hits_msix(VfuPciDevice *dev, VfuPciBar *bar,
                                     uint64_t offset, unsigned size)
@@ -113,6 +140,11 @@ static bool vfu_ioeventfd_check(VfuPciDevice *dev, VfuPciBar *bar,
     if (vfu_ioeventfd_hits_msix(dev, bar, sub->offset, sub->size)) {
         error_setg(errp, "0x%" PRIx64 " is in the MSI-X table or PBA",
                    sub->offset);
+        return false;
+    }
+    if (vfu_ioeventfd_collides(dev, bar, sub)) {
+        error_setg(errp, "0x%" PRIx64 "+%" PRIu64 " collides with a "
+                   "doorbell already registered", sub->offset, sub->size);
         return false;
     }
     if (sub->fd_index >= nfds) {

@@ -7,9 +7,10 @@
  * messages.  The rest of the BAR, and any area we cannot map, is still
  * served with REGION_READ/WRITE.
  *
- * A server can shrink the file under our mapping and make an access fault
- * (SIGBUS).  With secure-dma=on the peer is not trusted, so only fds that
- * are sealed against shrinking (memfd with F_SEAL_SHRINK) are mapped.
+ * A server can shrink the file under our mapping and make the next guest
+ * access fault (SIGBUS kills the VM).  That has nothing to do with who may
+ * DMA where, so in every mode only fds sealed against shrinking (memfd
+ * with F_SEAL_SHRINK) are mapped; any other BAR stays on messages.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -23,12 +24,10 @@
 
 #include <sys/mman.h>
 
-static bool vfu_mmap_fd_ok(VfuPciDevice *dev, int fd, uint64_t end,
-                           Error **errp)
+static bool vfu_mmap_fd_ok(int fd, uint64_t end, Error **errp)
 {
-    if (dev->secure_dma && !vfu_fd_is_shrink_sealed(fd)) {
-        error_setg(errp, "its fd is not sealed against shrinking, "
-                   "required with secure-dma=on");
+    if (!vfu_fd_is_shrink_sealed(fd)) {
+        error_setg(errp, "its fd is not sealed against shrinking");
         return false;
     }
     return vfu_fd_check_file(fd, end, errp);
@@ -97,7 +96,7 @@ void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
                        areas[i].size, info->offset);
             goto fail;
         }
-        if (!vfu_mmap_fd_ok(dev, fd, info->offset + areas[i].offset +
+        if (!vfu_mmap_fd_ok(fd, info->offset + areas[i].offset +
                             areas[i].size, &err)) {
             goto fail;
         }

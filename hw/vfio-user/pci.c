@@ -17,7 +17,9 @@
 #include "qemu/module.h"
 #include "qemu/bswap.h"
 #include "qemu/log.h"
+#include "qemu/sockets.h"
 #include "io/channel-socket.h"
+#include "migration/blocker.h"
 #include "hw/qdev-properties.h"
 #include "hw/pci/msi.h"
 #include "hw/pci/msix.h"
@@ -318,17 +320,67 @@ static void vfu_pci_write_config(PCIDevice *pdev, uint32_t addr, uint32_t val,
 
 /* Realize */
 
+/*
+ * Connect without blocking: a server whose listen queue is full would
+ * otherwise hold realize, and the BQL with it, until it accepts.  AF_UNIX
+ * answers EAGAIN (not EINPROGRESS) while the queue is full, so try again
+ * until the message timeout.
+ */
+static int vfu_pci_connect_unix(const char *path, int64_t timeout_ms,
+                                Error **errp)
+{
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + timeout_ms;
+    int fd;
+
+    if (strlen(path) >= sizeof(un.sun_path)) {
+        error_setg(errp, "socket path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(un.sun_path, path);
+    fd = qemu_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "cannot create a socket");
+        return -1;
+    }
+    qemu_socket_set_nonblock(fd);
+    while (connect(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
+        int64_t left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EAGAIN) {
+            error_setg_errno(errp, errno, "cannot connect to %s", path);
+            close(fd);
+            return -1;
+        }
+        if (left <= 0) {
+            error_setg(errp, "the server did not accept the connection "
+                       "within %" PRId64 " ms (its listen queue is full)",
+                       timeout_ms);
+            close(fd);
+            return -1;
+        }
+        g_usleep(MIN(left, 10) * 1000);
+    }
+    return fd;
+}
+
 static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
 {
-    g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new();
+    g_autoptr(QIOChannelSocket) sioc = NULL;
     g_autofree char *name = NULL;
-    SocketAddress addr = {
-        .type = SOCKET_ADDRESS_TYPE_UNIX,
-        .u.q_unix.path = dev->socket_path,
-    };
     VfuLimits local;
+    int fd;
 
-    if (qio_channel_socket_connect_sync(sioc, &addr, errp) < 0) {
+    fd = vfu_pci_connect_unix(dev->socket_path, dev->msg_timeout_ms, errp);
+    if (fd < 0) {
+        return false;
+    }
+    sioc = qio_channel_socket_new_fd(fd, errp);
+    if (!sioc) {
+        close(fd);
         return false;
     }
     name = g_strdup_printf("vfio-user-pci:%s", dev_name(dev));
@@ -558,6 +610,49 @@ static int cap_cmp(const void *a, const void *b)
     return ((const VfuPciCap *)a)->pos - ((const VfuPciCap *)b)->pos;
 }
 
+/*
+ * Bytes the PCI core will own of a capability: msi_init() sizes MSI from
+ * its flags, msix_init() takes 12, any other is added as it lies.
+ */
+static unsigned vfu_pci_cap_need(PCIDevice *pdev, const VfuPciCap *cap)
+{
+    uint16_t flags;
+
+    switch (cap->id) {
+    case PCI_CAP_ID_MSI:
+        flags = pci_get_word(pdev->config + cap->pos + PCI_MSI_FLAGS);
+        return 0x0a + (flags & PCI_MSI_FLAGS_64BIT ? 4 : 0) +
+               (flags & PCI_MSI_FLAGS_MASKBIT ? 10 : 0);
+    case PCI_CAP_ID_MSIX:
+        return PCI_CAP_MSIX_SIZEOF;
+    default:
+        return PCI_CAP_SIZEOF;
+    }
+}
+
+/* Can the MSI-X table or PBA live in BAR @bir at [@off, @off + @len)? */
+static bool vfu_pci_msix_bar_ok(VfuPciDevice *dev, uint8_t bir, uint32_t off,
+                                uint64_t len, const char *what, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(dev);
+
+    if (bir > VFU_PCI_BAR5_REGION || !dev->bars[bir].registered) {
+        error_setg(errp, "the MSI-X %s is in BAR%u, which does not exist",
+                   what, bir);
+        return false;
+    }
+    if (pdev->io_regions[bir].type & PCI_BASE_ADDRESS_SPACE_IO) {
+        error_setg(errp, "the MSI-X %s is in BAR%u, an I/O BAR", what, bir);
+        return false;
+    }
+    if (off + len > dev->bars[bir].size) {
+        error_setg(errp, "the MSI-X %s at 0x%x+0x%" PRIx64 " lies outside "
+                   "BAR%u", what, off, len, bir);
+        return false;
+    }
+    return true;
+}
+
 static bool vfu_pci_add_msix(VfuPciDevice *dev, uint8_t pos, Error **errp)
 {
     PCIDevice *pdev = PCI_DEVICE(dev);
@@ -569,53 +664,53 @@ static bool vfu_pci_add_msix(VfuPciDevice *dev, uint8_t pos, Error **errp)
     uint8_t pbir = pba & PCI_MSIX_FLAGS_BIRMASK;
     uint32_t toff = table & ~PCI_MSIX_FLAGS_BIRMASK;
     uint32_t poff = pba & ~PCI_MSIX_FLAGS_BIRMASK;
-    int ret;
 
-    if (tbir > VFU_PCI_BAR5_REGION || pbir > VFU_PCI_BAR5_REGION ||
-        !dev->bars[tbir].registered || !dev->bars[pbir].registered ||
-        (uint64_t)toff + entries * PCI_MSIX_ENTRY_SIZE > dev->bars[tbir].size ||
-        (uint64_t)poff + QEMU_ALIGN_UP(entries, 64) / 8 >
-        dev->bars[pbir].size) {
-        error_setg(errp, "MSI-X table or PBA lies outside its BAR");
+    if (!vfu_pci_msix_bar_ok(dev, tbir, toff,
+                             (uint64_t)entries * PCI_MSIX_ENTRY_SIZE, "table",
+                             errp) ||
+        !vfu_pci_msix_bar_ok(dev, pbir, poff, QEMU_ALIGN_UP(entries, 64) / 8,
+                             "PBA", errp)) {
         return false;
     }
+    /* the guest may use every entry of the table: the server must too */
     if (entries > dev->num_irqs[VFU_PCI_MSIX_IRQ]) {
-        entries = dev->num_irqs[VFU_PCI_MSIX_IRQ];
+        error_setg(errp, "the MSI-X table has %u entries but the server "
+                   "takes %u vectors", entries,
+                   dev->num_irqs[VFU_PCI_MSIX_IRQ]);
+        return false;
     }
-    ret = msix_init(pdev, entries, &dev->bars[tbir].mr, tbir, toff,
-                    &dev->bars[pbir].mr, pbir, poff, pos, errp);
-    if (ret) {
+    if (msix_init(pdev, entries, &dev->bars[tbir].mr, tbir, toff,
+                  &dev->bars[pbir].mr, pbir, poff, pos, errp)) {
         return false;
     }
     dev->msix_cap = pos;
     dev->msix_entries = entries;
     dev->msix_table_bar = tbir;
+    dev->msix_table_offset = toff;
     dev->msix_pba_bar = pbir;
-    memset(dev->emulated + pos, 1, PCI_CAP_SIZEOF + 10);
+    dev->msix_pba_offset = poff;
+    memset(dev->emulated + pos, 1, PCI_CAP_MSIX_SIZEOF);
     return true;
 }
 
-static bool vfu_pci_add_msi(VfuPciDevice *dev, uint8_t pos, Error **errp)
+static bool vfu_pci_add_msi(VfuPciDevice *dev, const VfuPciCap *cap,
+                            Error **errp)
 {
     PCIDevice *pdev = PCI_DEVICE(dev);
-    uint16_t flags = pci_get_word(pdev->config + pos + PCI_MSI_FLAGS);
+    uint16_t flags = pci_get_word(pdev->config + cap->pos + PCI_MSI_FLAGS);
     unsigned nvec = 1 << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
     bool is64 = flags & PCI_MSI_FLAGS_64BIT;
     bool maskbit = flags & PCI_MSI_FLAGS_MASKBIT;
-    unsigned size;
-    int ret;
 
     nvec = MIN(nvec, dev->num_irqs[VFU_PCI_MSI_IRQ]);
     nvec = MAX(nvec, 1);
     /* msi_init() takes a power of two */
     nvec = pow2floor(nvec);
-    ret = msi_init(pdev, pos, nvec, is64, maskbit, errp);
-    if (ret) {
+    if (msi_init(pdev, cap->pos, nvec, is64, maskbit, errp)) {
         return false;
     }
-    dev->msi_cap = pos;
-    size = 0x0a + (is64 ? 4 : 0) + (maskbit ? 10 : 0);
-    memset(dev->emulated + pos, 1, size);
+    dev->msi_cap = cap->pos;
+    memset(dev->emulated + cap->pos, 1, vfu_pci_cap_need(pdev, cap));
     return true;
 }
 
@@ -668,24 +763,35 @@ static bool vfu_pci_setup_caps(VfuPciDevice *dev, Error **errp)
     pdev->config[PCI_CAPABILITY_LIST] = 0;
     /* adding puts a capability first: go backwards to keep the order */
     for (int i = n - 1; i >= 0; i--) {
+        unsigned need = vfu_pci_cap_need(pdev, &caps[i]);
         Error *local_err = NULL;
         bool ok = true;
 
         dev->emulated[caps[i].pos + PCI_CAP_LIST_NEXT] = 1;
+        /*
+         * The PCI core and emulated[] would write past config space, or
+         * over the next capability: hide it, never write there.
+         */
+        if (need > caps[i].size) {
+            trace_vfio_user_pci_cap_hidden(dev_name(dev), caps[i].id,
+                                           caps[i].pos, "too large");
+            warn_report("vfio-user-pci %s: capability 0x%x at 0x%x needs %u "
+                        "bytes but only %u are free; hidden", dev_name(dev),
+                        caps[i].id, caps[i].pos, need, caps[i].size);
+            continue;
+        }
         switch (caps[i].id) {
         case PCI_CAP_ID_MSI:
-            if (dev->num_irqs[VFU_PCI_MSI_IRQ] && caps[i].size >= 0x0a) {
-                ok = vfu_pci_add_msi(dev, caps[i].pos, &local_err);
-            } else {
+            if (!dev->num_irqs[VFU_PCI_MSI_IRQ]) {
                 continue;   /* hidden from the guest */
             }
+            ok = vfu_pci_add_msi(dev, &caps[i], &local_err);
             break;
         case PCI_CAP_ID_MSIX:
-            if (dev->num_irqs[VFU_PCI_MSIX_IRQ] && caps[i].size >= 12) {
-                ok = vfu_pci_add_msix(dev, caps[i].pos, &local_err);
-            } else {
+            if (!dev->num_irqs[VFU_PCI_MSIX_IRQ]) {
                 continue;
             }
+            ok = vfu_pci_add_msix(dev, caps[i].pos, &local_err);
             break;
         default:
             ok = pci_add_capability(pdev, caps[i].id, caps[i].pos,
@@ -695,7 +801,11 @@ static bool vfu_pci_setup_caps(VfuPciDevice *dev, Error **errp)
         if (!ok) {
             if (caps[i].id == PCI_CAP_ID_MSI || caps[i].id == PCI_CAP_ID_MSIX) {
                 /* e.g. no MSI-capable interrupt controller: go without */
-                warn_report_err(local_err);
+                trace_vfio_user_pci_cap_hidden(dev_name(dev), caps[i].id,
+                                               caps[i].pos,
+                                               error_get_pretty(local_err));
+                warn_reportf_err(local_err, "vfio-user-pci %s: capability "
+                                 "0x%x hidden: ", dev_name(dev), caps[i].id);
                 continue;
             }
             error_propagate(errp, local_err);
@@ -723,8 +833,26 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "vfio-user-pci: the 'socket' property is required");
         return;
     }
+    /* 0 would make every call time out at once */
+    if (!dev->msg_timeout_ms) {
+        error_setg(errp, "vfio-user-pci: socket '%s': x-msg-timeout must "
+                   "be at least 1 (milliseconds)", dev->socket_path);
+        return;
+    }
     dev->irq_mode = -1;
     dev->mappings = g_array_new(false, true, sizeof(VfuDmaMapping));
+
+    /*
+     * The device's state lives in the server, which we cannot yet save or
+     * restore: a migration or snapshot would lose it without a word.
+     */
+    error_setg(&dev->migration_blocker, "vfio-user-pci %s (socket %s) "
+               "cannot be migrated: its state lives in the vfio-user "
+               "server", dev_name(dev), dev->socket_path);
+    if (migrate_add_blocker(dev->migration_blocker, errp) < 0) {
+        g_clear_pointer(&dev->migration_blocker, error_free);
+        goto fail;
+    }
 
     if (!vfu_pci_connect(dev, errp) ||
         !vfu_pci_get_device_info(dev, errp) ||
@@ -811,6 +939,10 @@ static void vfu_pci_exit(PCIDevice *pdev)
         dev->msi_cap = 0;
     }
     g_clear_pointer(&dev->conn, vfu_conn_free);
+    if (dev->migration_blocker) {
+        migrate_del_blocker(dev->migration_blocker);
+        g_clear_pointer(&dev->migration_blocker, error_free);
+    }
 }
 
 static void vfu_pci_finalize(Object *obj)
@@ -880,7 +1012,8 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds the server may stay silent while a request waits "
         "for its reply; DMA requests served meanwhile restart the wait, "
-        "up to 12 times this for the request (default 5000)");
+        "up to 12 times this for the request, and the time to connect; "
+        "at least 1 (default 5000)");
     pdc->realize = vfu_pci_realize;
     pdc->exit = vfu_pci_exit;
     pdc->config_read = vfu_pci_read_config;

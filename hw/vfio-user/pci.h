@@ -65,6 +65,8 @@ struct VfuPciDevice {
     uint32_t msg_timeout_ms;
     bool posted_writes;     /* BAR writes go out flagged No_reply */
 
+    Error *migration_blocker;
+
     VfuConn *conn;
     bool dead;              /* server gone: the device is inert */
 

@@ -9,13 +9,17 @@
  *   - another vfio-user-pci device of the VM, served by a well-behaved
  *     server, keeps working;
  *   - no fd leak: QEMU's fd count is back where it was once the device
- *     is gone.
+ *     is gone;
+ *   - where a case names one, the reason: a line of QEMU's trace log
+ *     written during the case (e.g. why a capability was hidden or a
+ *     doorbell refused), so that another check cannot stand in for it.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "qapi/qmp/qdict.h"
@@ -59,6 +63,7 @@ typedef enum Action {
     A_VERSION,          /* VERSION answered with JSON @str */
     A_MMAP,             /* BAR0 offered for mmap, broken as @off says */
     A_IOFDS,            /* BAR0 doorbells, broken as @off says */
+    A_BACKLOG,          /* a listen queue kept full: never accepts */
 } Action;
 
 /*
@@ -76,11 +81,15 @@ enum {
 enum {
     MMAP_NO_FD, MMAP_DEV_NULL, MMAP_FILE_SHORT, MMAP_CAP_LOOP,
     MMAP_UNALIGNED, MMAP_TWO_FILES, MMAP_AREAS_HUGE, MMAP_AREA_OUTSIDE,
+    /* not broken: unsealed (shrunk after the plug), or sealed */
+    MMAP_UNSEALED, MMAP_SEALED,
 };
 /* A_IOFDS: what is wrong with the doorbell */
 enum {
     IOFD_PIPE, IOFD_OUTSIDE, IOFD_BAD_INDEX, IOFD_COUNT_HUGE, IOFD_REGIONFD,
     IOFD_SIZE_3, IOFD_FLAGS, IOFD_ARGSZ_LIES, IOFD_UNALIGNED,
+    /* a second doorbell overlaps the first; one in the MSI-X table */
+    IOFD_COLLIDE, IOFD_OVERLAP, IOFD_IN_MSIX,
 };
 
 typedef enum Expect {
@@ -97,6 +106,8 @@ typedef enum Expect {
     LATER_ALIVE,
 } Expect;
 
+typedef struct Rogue Rogue;
+
 typedef struct Case {
     const char *name;
     uint16_t cmd;       /* the message to misbehave on */
@@ -108,21 +119,30 @@ typedef struct Case {
     const char *str;
     int err;
     int max_maps;       /* PLUG_OK: DMA_MAPs the server may have seen */
+    void (*setup)(Rogue *r);    /* shapes the device before the plug */
+    const char *trace;  /* in QEMU's trace log during the case */
+    bool mapped;        /* A_MMAP: BAR0 must be mapped, else must not */
+    int timeout;        /* x-msg-timeout: 0 for MSG_TIMEOUT_MS, -1 for 0 */
 } Case;
 
-typedef struct Rogue {
+struct Rogue {
     const Case *k;
     char *path;
     QIOChannelSocket *listener;
     GThread *thread;
     uint8_t config[256];
     uint32_t bar0[16];
+    uint64_t bar0_size;
+    uint32_t irqs[VFU_PCI_NUM_IRQS];    /* vectors per IRQ index */
+    int bar0_fd;        /* A_MMAP: the file offered for BAR0, or -1 */
     int seen[VFU_CMD_MAX + 1];
     int bar0_reads;
     /* the answer to a request we sent the client (A_REQ_FIRST) */
     int req_error;
     bool req_answered;
-} Rogue;
+    int filler;         /* A_BACKLOG: the connection that fills the queue */
+    bool stop;
+};
 
 static char *tmpdir;
 static QTestState *qts;
@@ -131,6 +151,7 @@ static QPCIBus *bus;
 static Rogue *good;
 static int good_delay_ms;
 static int ncases;
+static char *trace_log;     /* QEMU's -D file: the trace events below */
 
 /* ---- the scripted server ------------------------------------------------- */
 
@@ -172,7 +193,7 @@ static int rogue_answer(Rogue *r, VfuMsg *m, uint8_t *buf, size_t size)
 
         *i = (VfuRegionInfo) { .argsz = sizeof(*i), .index = index };
         if (index == VFU_PCI_CONFIG_REGION || index == 0) {
-            i->size = index ? 256 : sizeof(r->bar0);
+            i->size = index ? 256 : r->bar0_size;
             i->flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
         }
         return sizeof(*i);
@@ -182,7 +203,7 @@ static int rogue_answer(Rogue *r, VfuMsg *m, uint8_t *buf, size_t size)
 
         *i = *(VfuIrqInfo *)m->payload;
         i->flags = VFU_IRQ_INFO_F_EVENTFD;
-        i->count = i->index == VFU_PCI_INTX_IRQ ? 1 : 0;
+        i->count = i->index < VFU_PCI_NUM_IRQS ? r->irqs[i->index] : 0;
         return sizeof(*i);
     }
     case VFU_CMD_DMA_UNMAP:
@@ -323,17 +344,26 @@ static void rogue_close_fds(int *fds, int n)
     }
 }
 
-static int rogue_memfd(size_t size)
+/* A BAR file as a careful server makes it: sealed against shrinking */
+static int rogue_memfd(size_t size, bool sealed)
 {
-    int fd = memfd_create("rogue-bar", MFD_CLOEXEC);
+    int fd = memfd_create("rogue-bar", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
     g_assert(fd >= 0);
     g_assert_cmpint(ftruncate(fd, size), ==, 0);
+    if (sealed) {
+        g_assert_cmpint(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW),
+                        ==, 0);
+    }
     return fd;
 }
 
-/* BAR0 (4 KiB here) offered for mmap, wrongly: the client must not map it */
-static void rogue_bad_mmap(VfuConn *c, VfuHeader *h, uint64_t how)
+/*
+ * BAR0 (4 KiB here) offered for mmap: wrongly, so that the client must not
+ * map it, or from an unsealed file, which the test shrinks after the plug
+ * (mapped, the next access would kill the VM), or as it should be.
+ */
+static void rogue_mmap(Rogue *r, VfuConn *c, VfuHeader *h, uint64_t how)
 {
     struct QEMU_PACKED {
         VfuRegionInfo info;
@@ -361,7 +391,7 @@ static void rogue_bad_mmap(VfuConn *c, VfuHeader *h, uint64_t how)
         fds[0] = open("/dev/null", O_RDWR | O_CLOEXEC);
         break;
     case MMAP_FILE_SHORT:
-        fds[0] = rogue_memfd(0);
+        fds[0] = rogue_memfd(0, true);
         break;
     case MMAP_CAP_LOOP:
         rep.cap.header.next = sizeof(VfuRegionInfo);
@@ -371,7 +401,7 @@ static void rogue_bad_mmap(VfuConn *c, VfuHeader *h, uint64_t how)
         rep.area.size = 0x800;
         break;
     case MMAP_TWO_FILES:
-        fds[1] = rogue_memfd(4096);
+        fds[1] = rogue_memfd(4096, true);
         nfds = 2;
         break;
     case MMAP_AREAS_HUGE:
@@ -380,9 +410,17 @@ static void rogue_bad_mmap(VfuConn *c, VfuHeader *h, uint64_t how)
     case MMAP_AREA_OUTSIDE:
         rep.area.offset = 4096;
         break;
+    case MMAP_UNSEALED:
+    case MMAP_SEALED:
+        fds[0] = rogue_memfd(4096, how == MMAP_SEALED);
+        /* what a mapped BAR0 reads: the same as by message */
+        g_assert_cmpint(pwrite(fds[0], r->bar0, sizeof(r->bar0), 0), ==,
+                        sizeof(r->bar0));
+        r->bar0_fd = dup(fds[0]);
+        break;
     }
     if (nfds && fds[0] < 0) {
-        fds[0] = rogue_memfd(4096);
+        fds[0] = rogue_memfd(4096, true);
     }
     rogue_send_fds(c, h, (uint8_t *)&rep, sizeof(rep), fds, nfds);
     rogue_close_fds(fds, 2);
@@ -394,11 +432,16 @@ static void rogue_bad_iofds(VfuConn *c, VfuHeader *h, uint64_t how)
     struct QEMU_PACKED {
         VfuRegionIoFds hdr;
         VfuSubRegionIoFd sub;
+        VfuSubRegionIoFd sub2;  /* sent when hdr.count is 2 */
     } rep = {
-        .hdr = { .argsz = sizeof(rep), .index = 0, .count = 1 },
+        .hdr = { .argsz = sizeof(rep) - sizeof(rep.sub2), .index = 0,
+                 .count = 1 },
         .sub = { .offset = 8, .size = 4, .fd_index = 0,
                  .type = VFU_IO_FD_TYPE_IOEVENTFD },
+        .sub2 = { .size = 4, .fd_index = 1,
+                  .type = VFU_IO_FD_TYPE_IOEVENTFD },
     };
+    size_t len = sizeof(rep) - sizeof(rep.sub2);
     int fds[2] = { -1, -1 };
     int nfds = 1;
 
@@ -430,11 +473,32 @@ static void rogue_bad_iofds(VfuConn *c, VfuHeader *h, uint64_t how)
     case IOFD_UNALIGNED:
         rep.sub.offset = 6;
         break;
+    case IOFD_COLLIDE:
+        /* the same doorbell with and without a datamatch: KVM's EEXIST */
+        rep.sub.offset = rep.sub2.offset = 0x10;
+        rep.sub2.flags = VFU_IOEVENTFD_F_DATAMATCH;
+        rep.sub2.datamatch = 1;
+        break;
+    case IOFD_OVERLAP:
+        rep.sub.offset = 0x10;
+        rep.sub.size = 8;
+        rep.sub2.offset = 0x14;
+        break;
+    case IOFD_IN_MSIX:
+        /* rogue_setup_msix() puts the table at 0x800 */
+        rep.sub.offset = 0x800;
+        break;
+    }
+    if (how == IOFD_COLLIDE || how == IOFD_OVERLAP) {
+        rep.hdr.count = 2;
+        rep.hdr.argsz = len = sizeof(rep);
+        fds[1] = eventfd(0, EFD_CLOEXEC);
+        nfds = 2;
     }
     if (fds[0] < 0) {
         fds[0] = eventfd(0, EFD_CLOEXEC);
     }
-    rogue_send_fds(c, h, (uint8_t *)&rep, sizeof(rep), fds, nfds);
+    rogue_send_fds(c, h, (uint8_t *)&rep, len, fds, nfds);
     rogue_close_fds(fds, 2);
 }
 
@@ -488,7 +552,7 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         }
         return;
     case A_MMAP:
-        rogue_bad_mmap(c, &h, k->off);
+        rogue_mmap(r, c, &h, k->off);
         return;
     case A_IOFDS:
         rogue_bad_iofds(c, &h, k->off);
@@ -551,6 +615,7 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         rogue_later(r, c, k->off);
         return;
     case A_VERSION:
+    case A_BACKLOG:
     case A_NONE:
         break;
     }
@@ -628,6 +693,22 @@ static gpointer rogue_thread(gpointer opaque)
     VfuLimits lim;
     VfuMsg *m;
 
+    if (r->k && r->k->action == A_BACKLOG) {
+        /*
+         * Accept nothing for a while.  Then, or when the case is over,
+         * take what is queued: a client that blocks in connect() gets
+         * through at last (and fails later, for another reason).
+         */
+        for (int i = 0; i < MSG_TIMEOUT_MS * 5 / 10 && !qatomic_read(&r->stop);
+             i++) {
+            g_usleep(10 * 1000);
+        }
+        qio_channel_set_blocking(QIO_CHANNEL(r->listener), false, NULL);
+        while ((sioc = qio_channel_socket_accept(r->listener, NULL))) {
+            object_unref(OBJECT(sioc));
+        }
+        return NULL;
+    }
     qio_channel_set_blocking(QIO_CHANNEL(r->listener), true, NULL);
     sioc = qio_channel_socket_accept(r->listener, NULL);
     if (!sioc) {
@@ -664,36 +745,173 @@ static Rogue *rogue_start(const Case *k)
     r->path = g_strdup_printf("%s/rogue%d.sock", tmpdir, n++);
     addr.u.q_unix.path = r->path;
     r->listener = qio_channel_socket_new();
-    qio_channel_socket_listen_sync(r->listener, &addr, 1, &error_abort);
+    r->filler = -1;
+    if (k && k->action == A_BACKLOG) {
+        /* a backlog of 0 holds one connection: ours */
+        qio_channel_socket_listen_sync(r->listener, &addr, 0, &error_abort);
+        r->filler = unix_connect(r->path, &error_abort);
+    } else {
+        qio_channel_socket_listen_sync(r->listener, &addr, 1, &error_abort);
+    }
     stw_le_p(r->config + PCI_VENDOR_ID, 0x1234);
     stw_le_p(r->config + PCI_DEVICE_ID, 0xfeed);
     r->config[PCI_INTERRUPT_PIN] = 1;
     r->bar0[0] = BAR0_MAGIC;
+    r->bar0_size = sizeof(r->bar0);
+    r->irqs[VFU_PCI_INTX_IRQ] = 1;
+    r->bar0_fd = -1;
+    if (k && k->setup) {
+        k->setup(r);
+    }
     r->thread = g_thread_new("rogue-server", rogue_thread, r);
     return r;
 }
 
 static void rogue_free(Rogue *r)
 {
+    qatomic_set(&r->stop, true);
     qio_channel_shutdown(QIO_CHANNEL(r->listener), QIO_CHANNEL_SHUTDOWN_BOTH,
                          NULL);
     g_thread_join(r->thread);
     object_unref(OBJECT(r->listener));
+    if (r->bar0_fd >= 0) {
+        close(r->bar0_fd);
+    }
+    if (r->filler >= 0) {
+        close(r->filler);
+    }
     unlink(r->path);
     g_free(r->path);
     g_free(r);
 }
 
+/* ---- device shapes (Case.setup) ------------------------------------------- */
+
+/* The capability list starts at @pos */
+static void rogue_cap(Rogue *r, uint8_t pos, uint8_t id, uint8_t next)
+{
+    if (!r->config[PCI_CAPABILITY_LIST]) {
+        stw_le_p(r->config + PCI_STATUS, PCI_STATUS_CAP_LIST);
+        r->config[PCI_CAPABILITY_LIST] = pos;
+    }
+    r->config[pos] = id;
+    r->config[pos + PCI_CAP_LIST_NEXT] = next;
+}
+
+/* MSI, 64-bit with per-vector masking: 0x18 bytes */
+static void rogue_msi(Rogue *r, uint8_t pos)
+{
+    rogue_cap(r, pos, PCI_CAP_ID_MSI, 0);
+    stw_le_p(r->config + pos + PCI_MSI_FLAGS,
+             PCI_MSI_FLAGS_64BIT | PCI_MSI_FLAGS_MASKBIT);
+    r->irqs[VFU_PCI_MSI_IRQ] = 1;
+}
+
+static void setup_msi_e8(Rogue *r)
+{
+    rogue_msi(r, 0xe8);     /* ends right at 0x100 */
+}
+
+static void setup_msi_ec(Rogue *r)
+{
+    rogue_msi(r, 0xec);
+}
+
+static void setup_msi_f0(Rogue *r)
+{
+    rogue_msi(r, 0xf0);
+}
+
+static void setup_msi_f4(Rogue *r)
+{
+    rogue_msi(r, 0xf4);
+}
+
+/* 0x10 bytes to the next capability */
+static void setup_msi_before_next(Rogue *r)
+{
+    rogue_msi(r, 0x50);
+    r->config[0x50 + PCI_CAP_LIST_NEXT] = 0x60;
+    rogue_cap(r, 0x60, PCI_CAP_ID_VNDR, 0);
+}
+
+/* MSI-X in a 4 KiB BAR0: @entries, table and PBA as given, @vectors */
+static void rogue_msix(Rogue *r, uint8_t pos, uint16_t entries,
+                       uint32_t table, uint32_t pba, uint32_t vectors)
+{
+    rogue_cap(r, pos, PCI_CAP_ID_MSIX, 0);
+    stw_le_p(r->config + pos + PCI_MSIX_FLAGS, entries - 1);
+    stl_le_p(r->config + pos + PCI_MSIX_TABLE, table);
+    if (pos + PCI_CAP_MSIX_SIZEOF <= sizeof(r->config)) {
+        stl_le_p(r->config + pos + PCI_MSIX_PBA, pba);
+    }
+    r->irqs[VFU_PCI_MSIX_IRQ] = vectors;
+    r->bar0_size = 4096;
+}
+
+static void setup_msix(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0x800, 0xc00, 4);
+}
+
+static void setup_msix_f8(Rogue *r)
+{
+    rogue_msix(r, 0xf8, 4, 0x800, 0xc00, 4);
+}
+
+static void setup_msix_no_bar(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0x800 | 2, 0xc00, 4);
+}
+
+static void setup_msix_io_bar(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0x800, 0xc00, 4);
+    r->config[PCI_BASE_ADDRESS_0] = PCI_BASE_ADDRESS_SPACE_IO;
+}
+
+static void setup_msix_outside(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0xfe0, 0xc00, 4);
+}
+
+static void setup_msix_pba_outside(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0x800, 0x1000, 4);
+}
+
+static void setup_msix_few_vectors(Rogue *r)
+{
+    rogue_msix(r, 0x40, 4, 0x800, 0xc00, 2);
+}
+
 /* ---- the VM --------------------------------------------------------------- */
 
-static QDict *plug(const char *id, const char *path, int slot)
+static QDict *plug(const char *id, const char *path, int slot, int timeout)
 {
     g_autofree char *addr = g_strdup_printf("%02x.0", slot);
 
     return qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
                      "'driver': 'vfio-user-pci', 'id': %s, 'socket': %s,"
                      "'x-msg-timeout': %d, 'addr': %s}}", id, path,
-                     MSG_TIMEOUT_MS, addr);
+                     timeout ? MAX(timeout, 0) : MSG_TIMEOUT_MS, addr);
+}
+
+/* QEMU's trace log from byte @from on */
+static char *trace_since(size_t from)
+{
+    g_autofree char *all = NULL;
+    size_t len;
+
+    g_assert(g_file_get_contents(trace_log, &all, &len, NULL));
+    return g_strdup(all + MIN(from, len));
+}
+
+static size_t trace_size(void)
+{
+    struct stat st;
+
+    return stat(trace_log, &st) ? 0 : st.st_size;
 }
 
 static uint32_t bar0_read(int slot)
@@ -732,13 +950,17 @@ static void vm_start(void)
     }
     tmpdir = g_dir_make_tmp("vfu-client-rogue-XXXXXX", NULL);
     pidfile = g_strdup_printf("%s/pid", tmpdir);
-    qts = qtest_initf(VU_FW_ARGS "-M pc -pidfile %s", pidfile);
+    trace_log = g_strdup_printf("%s/trace.log", tmpdir);
+    qts = qtest_initf(VU_FW_ARGS "-M pc -pidfile %s -D %s "
+                      "-trace vfio_user_pci_cap* "
+                      "-trace vfio_user_pci_ioeventfd* "
+                      "-trace vfio_user_pci_bar_mmap*", pidfile, trace_log);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     unlink(pidfile);
     qpid = atoi(pid);
     bus = qpci_new_pc(qts, NULL);
     good = rogue_start(NULL);
-    rsp = plug("good", good->path, GOOD_SLOT);
+    rsp = plug("good", good->path, GOOD_SLOT, 0);
     g_assert(qdict_haskey(rsp, "return"));
     qobject_unref(rsp);
     vm_check_alive();
@@ -752,6 +974,8 @@ static void vm_stop(void)
     qpci_free_pc(bus);
     qtest_quit(qts);
     rogue_free(good);
+    unlink(trace_log);
+    g_free(trace_log);
     rmdir(tmpdir);
     g_free(tmpdir);
 }
@@ -759,14 +983,17 @@ static void vm_stop(void)
 static void test_case(gconstpointer opaque)
 {
     const Case *k = opaque;
+    g_autofree char *log = NULL;
+    size_t log_from;
     Rogue *r;
     QDict *rsp;
     int before;
 
     vm_start();
     before = vu_count_fds(qpid);
+    log_from = trace_size();
     r = rogue_start(k);
-    rsp = plug("rogue", r->path, ROGUE_SLOT);
+    rsp = plug("rogue", r->path, ROGUE_SLOT, k->timeout);
     if (k->expect == PLUG_FAIL) {
         const char *desc;
 
@@ -797,6 +1024,19 @@ static void test_case(gconstpointer opaque)
         g_assert(dev);
         qpci_device_enable(dev);
         bar = qpci_iomap(dev, 0, NULL);
+        if (k->action == A_MMAP) {
+            g_autofree char *mtree = qtest_hmp(qts, "info mtree");
+
+            if (!!strstr(mtree, "vfio-user-bar0-mmap") != k->mapped) {
+                g_test_message("%s: BAR0 %s mapped", k->name,
+                               k->mapped ? "not" : "wrongly");
+                g_test_fail();
+            }
+        }
+        if (r->bar0_fd >= 0 && k->off == MMAP_UNSEALED) {
+            /* mapped, the next access would be a SIGBUS */
+            g_assert_cmpint(ftruncate(r->bar0_fd, 0), ==, 0);
+        }
         if (k->expect == PLUG_OK) {
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
@@ -850,6 +1090,14 @@ static void test_case(gconstpointer opaque)
         g_free(dev);
         qpci_unplug_acpi_device_test(qts, "rogue", ROGUE_SLOT);
     }
+    if (k->trace) {
+        log = trace_since(log_from);
+        if (!strstr(log, k->trace)) {
+            g_test_message("%s: no '%s' in the trace log:\n%s", k->name,
+                           k->trace, log);
+            g_test_fail();
+        }
+    }
     vm_check_alive();
     rogue_free(r);
     g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
@@ -877,8 +1125,13 @@ static void test_case(gconstpointer opaque)
 #define RR  VFU_CMD_REGION_READ
 #define IO  VFU_CMD_DEVICE_GET_REGION_IO_FDS
 /* BAR0's region info comes second, after the config space's */
-#define MMAP(nm, how)   OK("mmap/" nm, RI, 2, A_MMAP, how, 0)
-#define IOFDS(nm, how)  OK("io-fds/" nm, IO, 1, A_IOFDS, how, 0)
+#define MMAP(nm, how, why) \
+    { "mmap/" nm, RI, 2, A_MMAP, how, 0, PLUG_OK, .trace = why }
+#define IOFDS(nm, how, why) \
+    { "io-fds/" nm, IO, 1, A_IOFDS, how, 0, PLUG_OK, .trace = why }
+/* the device works, with the capability hidden for @why */
+#define CAP(nm, fn, why) \
+    { "caps/" nm, .expect = PLUG_OK, .setup = fn, .trace = why }
 
 static const Case cases[] = {
     /* VERSION */
@@ -948,24 +1201,67 @@ static const Case cases[] = {
          "neither readable"),
     OK("region-info/argsz-lies", RI, 1, A_FIELD32, 0, 4096),
     /* a BAR offered for mmap wrongly stays on messages */
-    MMAP("no-fd", MMAP_NO_FD),
-    MMAP("dev-null", MMAP_DEV_NULL),
-    MMAP("file-too-short", MMAP_FILE_SHORT),
-    MMAP("cap-loop", MMAP_CAP_LOOP),
-    MMAP("area-unaligned", MMAP_UNALIGNED),
-    MMAP("two-files", MMAP_TWO_FILES),
-    MMAP("areas-huge", MMAP_AREAS_HUGE),
-    MMAP("area-outside", MMAP_AREA_OUTSIDE),
+    MMAP("no-fd", MMAP_NO_FD, "BAR0: no fd came"),
+    MMAP("dev-null", MMAP_DEV_NULL, "BAR0: its fd is not sealed"),
+    MMAP("file-too-short", MMAP_FILE_SHORT,
+         "BAR0: the fd is not a file of at least 4096 bytes"),
+    MMAP("cap-loop", MMAP_CAP_LOOP, "points back"),
+    MMAP("area-unaligned", MMAP_UNALIGNED, "is not page aligned"),
+    MMAP("two-files", MMAP_TWO_FILES, "are not all the same file"),
+    MMAP("areas-huge", MMAP_AREAS_HUGE, "sparse mmap capability with"),
+    MMAP("area-outside", MMAP_AREA_OUTSIDE, "outside its 0x1000 bytes"),
+    /* in every DMA mode: shrunk under a mapping, it would kill the VM */
+    MMAP("unsealed-shrunk", MMAP_UNSEALED, "BAR0: its fd is not sealed"),
+    { "mmap/sealed", RI, 2, A_MMAP, MMAP_SEALED, 0, PLUG_OK,
+      .trace = "BAR0: 0x0+0x1000 mapped", .mapped = true },
     /* a bad doorbell is skipped */
-    IOFDS("pipe-not-eventfd", IOFD_PIPE),
-    IOFDS("outside-bar", IOFD_OUTSIDE),
-    IOFDS("fd-index", IOFD_BAD_INDEX),
-    IOFDS("count-huge", IOFD_COUNT_HUGE),
-    IOFDS("ioregionfd", IOFD_REGIONFD),
-    IOFDS("size-3", IOFD_SIZE_3),
-    IOFDS("flags-unknown", IOFD_FLAGS),
-    IOFDS("argsz-lies", IOFD_ARGSZ_LIES),
-    IOFDS("unaligned", IOFD_UNALIGNED),
+    IOFDS("pipe-not-eventfd", IOFD_PIPE, "BAR0 entry 0: fd is not an eventfd"),
+    IOFDS("outside-bar", IOFD_OUTSIDE,
+          "BAR0 entry 0: offset 0x10000000000 is outside"),
+    IOFDS("fd-index", IOFD_BAD_INDEX, "BAR0 entry 0: fd index 5 but 1 fds"),
+    IOFDS("count-huge", IOFD_COUNT_HUGE, "malformed reply"),
+    IOFDS("ioregionfd", IOFD_REGIONFD, "BAR0 entry 0: type 1 is not"),
+    IOFDS("size-3", IOFD_SIZE_3, "BAR0 entry 0: size 3 is not"),
+    IOFDS("flags-unknown", IOFD_FLAGS, "BAR0 entry 0: unknown flags 0x80"),
+    IOFDS("argsz-lies", IOFD_ARGSZ_LIES, "malformed reply"),
+    IOFDS("unaligned", IOFD_UNALIGNED,
+          "BAR0 entry 0: offset 0x6 is outside or unaligned"),
+    /* KVM would refuse the second (EEXIST), and QEMU abort */
+    IOFDS("collide", IOFD_COLLIDE,
+          "BAR0 entry 1: 0x10+4 collides with a doorbell"),
+    IOFDS("overlap", IOFD_OVERLAP,
+          "BAR0 entry 1: 0x14+4 collides with a doorbell"),
+    { "io-fds/in-msix-table", IO, 1, A_IOFDS, IOFD_IN_MSIX, 0, PLUG_OK,
+      .setup = setup_msix,
+      .trace = "BAR0 entry 0: 0x800 is in the MSI-X table" },
+    /* capabilities the PCI core would write past config space for */
+    CAP("msi-fits-e8", setup_msi_e8, "capability 0x5 at 0xe8 size 24"),
+    CAP("msi-64-mask-at-ec", setup_msi_ec,
+        "capability 0x5 at 0xec hidden: too large"),
+    CAP("msi-64-mask-at-f0", setup_msi_f0,
+        "capability 0x5 at 0xf0 hidden: too large"),
+    CAP("msi-64-mask-at-f4", setup_msi_f4,
+        "capability 0x5 at 0xf4 hidden: too large"),
+    CAP("msi-over-next", setup_msi_before_next,
+        "capability 0x5 at 0x50 hidden: too large"),
+    CAP("msix-good", setup_msix, "capability 0x11 at 0x40 size"),
+    CAP("msix-at-f8", setup_msix_f8,
+        "capability 0x11 at 0xf8 hidden: too large"),
+    CAP("msix-no-bar", setup_msix_no_bar,
+        "hidden: the MSI-X table is in BAR2, which does not exist"),
+    CAP("msix-io-bar", setup_msix_io_bar,
+        "hidden: the MSI-X table is in BAR0, an I/O BAR"),
+    CAP("msix-table-outside", setup_msix_outside,
+        "hidden: the MSI-X table at 0xfe0+0x40 lies outside BAR0"),
+    CAP("msix-pba-outside", setup_msix_pba_outside,
+        "hidden: the MSI-X PBA at 0x1000+0x8 lies outside BAR0"),
+    CAP("msix-few-vectors", setup_msix_few_vectors,
+        "hidden: the MSI-X table has 4 entries but the server takes 2"),
+    /* connecting */
+    { "connect/backlog-full", .action = A_BACKLOG, .expect = PLUG_FAIL,
+      .reason = "listen queue is full" },
+    { "connect/timeout-zero", .expect = PLUG_FAIL, .timeout = -1,
+      .reason = "x-msg-timeout must be at least 1" },
     /* the fds that may come are closed: the fd count tells */
     OK("region-info/with-fd", RI, 2, A_FDS, 1, 0),
     OK("region-info/cap-offset-outside", RI, 2, A_FIELD32, 12, 0x10000),
@@ -1020,6 +1316,39 @@ static const Case cases[] = {
     REQ("req/unknown", 99, ENOSYS),
 };
 
+/*
+ * The device's state lives in its server: until vfio-user migration
+ * exists, migration and snapshots must be refused, naming the device, and
+ * the VM and device go on as before.
+ */
+static void test_migrate_blocked(void)
+{
+    g_autofree char *why = NULL;
+    g_autofree char *out = NULL;
+    QDict *rsp, *ret;
+
+    vm_start();
+    why = g_strdup_printf("vfio-user-pci good (socket %s) cannot be migrated",
+                          good->path);
+    rsp = qtest_qmp(qts, "{'execute': 'migrate', 'arguments': {"
+                    "'uri': 'exec:cat >/dev/null'}}");
+    g_assert(qdict_haskey(rsp, "error"));
+    g_test_message("migrate: %s",
+                   qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"));
+    g_assert(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"),
+                    why));
+    qobject_unref(rsp);
+    out = qtest_hmp(qts, "savevm rogue-snap");
+    g_test_message("savevm: %s", out);
+    g_assert(strstr(out, why));
+
+    rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert_cmpstr(qdict_get_str(ret, "status"), ==, "running");
+    qobject_unref(rsp);
+    vm_check_alive();
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -1034,6 +1363,8 @@ int main(int argc, char **argv)
 
         qtest_add_data_func(path, &cases[i], test_case);
     }
+    qtest_add_func("/vfio-user/client-rogue/migrate-blocked",
+                   test_migrate_blocked);
     ret = g_test_run();
     vm_stop();
     printf("# rogue-cases: rogue server vs vfio-user-pci: %d of %zu "

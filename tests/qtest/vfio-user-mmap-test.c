@@ -105,14 +105,15 @@ static void test_mmap(const void *opaque)
 }
 
 static const MmapCase cases[] = {
-    { "memory-backend-file", "", true },
-    { "memory-backend-file", ",x-no-mmap=on", false },
-    /* not sealed against shrinking: an untrusted server's fd is not mapped */
+    /* not sealed against shrinking: never mapped, in any DMA mode */
+    { "memory-backend-file", "", false },
     { "memory-backend-file", ",secure-dma=on", false },
+    { "memory-backend-memfd", "", true },
+    { "memory-backend-memfd", ",x-no-mmap=on", false },
     { "memory-backend-memfd", ",secure-dma=on", true },
 };
 static const char *const names[] = {
-    "file", "file/no-mmap", "file/secure-dma", "memfd/secure-dma",
+    "file", "file/secure-dma", "memfd", "memfd/no-mmap", "memfd/secure-dma",
 };
 
 int main(int argc, char **argv)
