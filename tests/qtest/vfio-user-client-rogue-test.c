@@ -67,15 +67,18 @@ typedef enum Action {
 } Action;
 
 /*
- * A_LATER: what the server does LATER_MS after its reply, while the
- * client waits for the good server (which answers in GOOD_DELAY_MS)
+ * A_LATER: what the rogue server does after its reply, once the client
+ * waits for the good server; the good server answers when the client has
+ * dealt with it (a DMA answered, the connection dropped), which proves
+ * the client did so while it waited
  */
 enum {
     LATER_GARBAGE, LATER_CLOSE, LATER_DMA, LATER_DMA_UNMAPPED, LATER_FLOOD,
     LATER_STRAY,
 };
-#define LATER_MS        100
-#define GOOD_DELAY_MS   400
+/* less than MSG_TIMEOUT_MS: the good server answers by then in any case */
+#define LATER_WAIT_MS   800
+#define LATER_FLOOD_MS  200
 
 /* A_MMAP: what is wrong with the mmap offer */
 enum {
@@ -142,6 +145,8 @@ struct Rogue {
     bool req_answered;
     int filler;         /* A_BACKLOG: the connection that fills the queue */
     bool stop;
+    /* A_LATER: act now; done (or hung up on); done while the client waited */
+    bool later_go, later_done, hung_up, overlapped;
 };
 
 static char *tmpdir;
@@ -149,7 +154,7 @@ static QTestState *qts;
 static pid_t qpid;
 static QPCIBus *bus;
 static Rogue *good;
-static int good_delay_ms;
+static Rogue *later;    /* A_LATER: the rogue the good server waits for */
 static int ncases;
 static char *trace_log;     /* QEMU's -D file: the trace events below */
 
@@ -239,13 +244,32 @@ static int rogue_answer(Rogue *r, VfuMsg *m, uint8_t *buf, size_t size)
     }
 }
 
-/* Send the client a request first and note how it answers. */
+/*
+ * Send the client a request first and note how it answers.  The payload
+ * is well formed for @cmd, so that the check the case names answers, not
+ * the decoder.
+ */
 static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
 {
-    VfuDmaAccess a = { .address = 0xfff00000000ULL, .count = 16 };
+    struct QEMU_PACKED {
+        VfuDmaAccess a;
+        uint8_t data[16];
+    } access = { .a = { .address = 0xfff00000000ULL, .count = 16 } };
+    VfuDmaMap map = {
+        .argsz = sizeof(map), .flags = VFU_DMA_MAP_F_READ,
+        .address = 0xfff00000000ULL, .size = 0x1000,
+    };
     g_autoptr(VfuMsg) m = NULL;
+    void *p = &access;
+    size_t len = sizeof(access.a);
 
-    if (vfu_conn_send(c, cmd, 0x9000, 0, 0, &a, sizeof(a), NULL, 0, NULL) ||
+    if (cmd == VFU_CMD_DMA_WRITE) {
+        len = sizeof(access);
+    } else if (cmd == VFU_CMD_DMA_MAP) {
+        p = &map;
+        len = sizeof(map);
+    }
+    if (vfu_conn_send(c, cmd, 0x9000, 0, 0, p, len, NULL, 0, NULL) ||
         vfu_conn_recv(c, &m, true, NULL) != 1) {
         return;
     }
@@ -254,7 +278,8 @@ static void rogue_request_first(Rogue *r, VfuConn *c, uint16_t cmd)
 }
 
 /*
- * DMA_READs of guest RAM for @ms ms, each answer awaited, @gap_us apart.
+ * DMA_READs of guest RAM for @ms ms (one at least), each answer awaited,
+ * @gap_us apart.
  * Returns true when all of them were answered without an error.
  */
 static bool rogue_dma_reads(VfuConn *c, int64_t ms, unsigned gap_us)
@@ -262,7 +287,7 @@ static bool rogue_dma_reads(VfuConn *c, int64_t ms, unsigned gap_us)
     int64_t end = g_get_monotonic_time() + ms * 1000;
     uint16_t id = 0x8000;
 
-    while (g_get_monotonic_time() < end) {
+    do {
         VfuDmaAccess a = { .address = 0x1000, .count = 8 };
         g_autoptr(VfuMsg) ans = NULL;
 
@@ -275,7 +300,7 @@ static bool rogue_dma_reads(VfuConn *c, int64_t ms, unsigned gap_us)
         if (gap_us) {
             g_usleep(gap_us);
         }
-    }
+    } while (g_get_monotonic_time() < end);
     return true;
 }
 
@@ -292,7 +317,9 @@ static void rogue_later(Rogue *r, VfuConn *c, int how)
         rogue_send_raw(c, &h, &a, sizeof(a), false);
         return;
     case LATER_CLOSE:
-        vfu_conn_shutdown(c);
+        /* still reading: the client's hang-up shows it saw ours */
+        qio_channel_shutdown(vfu_conn_ioc(c), QIO_CHANNEL_SHUTDOWN_WRITE,
+                             NULL);
         return;
     case LATER_DMA_UNMAPPED:
         a.address = 0xfff00000000ULL;
@@ -308,16 +335,27 @@ static void rogue_later(Rogue *r, VfuConn *c, int how)
         return;
     case LATER_FLOOD:
         /* over before the good server answers: then nothing reads ours */
-        r->req_answered = rogue_dma_reads(c, GOOD_DELAY_MS / 2, 0);
+        r->req_answered = rogue_dma_reads(c, LATER_FLOOD_MS, 0);
         return;
     case LATER_STRAY:
         for (int i = 0; i < 3; i++) {
             vfu_conn_send(c, VFU_CMD_REGION_READ, 0x7000 + i,
                           VFU_F_TYPE_REPLY, 0, NULL, 0, NULL, 0, NULL);
         }
-        r->req_answered = true;
+        /* answered: the client read past the strays */
+        r->req_answered = rogue_dma_reads(c, 0, 0);
         return;
     }
+}
+
+static bool wait_flag(bool *flag, int ms)
+{
+    int64_t end = g_get_monotonic_time() + ms * 1000;
+
+    while (!qatomic_read(flag) && g_get_monotonic_time() < end) {
+        g_usleep(1000);
+    }
+    return qatomic_read(flag);
 }
 
 /* Send a reply built here, with @nfds fds (which stay ours). */
@@ -611,8 +649,13 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         break;
     case A_LATER:
         vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
-        g_usleep(LATER_MS * 1000);
-        rogue_later(r, c, k->off);
+        /* the good server says when the client waits for it */
+        if (wait_flag(&r->later_go, 10 * 1000)) {
+            rogue_later(r, c, k->off);
+            if (k->off != LATER_GARBAGE && k->off != LATER_CLOSE) {
+                qatomic_set(&r->later_done, true);
+            }
+        }
         return;
     case A_VERSION:
     case A_BACKLOG:
@@ -632,8 +675,16 @@ static int rogue_request(VfuConn *c, VfuMsg *m, void *opaque)
     bool bar0 = m->hdr.command == VFU_CMD_REGION_READ &&
                 ((VfuRegionAccess *)m->payload)->region == 0;
 
-    if (bar0 && r == good && good_delay_ms) {
-        g_usleep(good_delay_ms * 1000);
+    if (bar0 && r == good && later) {
+        /*
+         * The client waits for this answer (under qtest, in the main loop
+         * itself): whatever it does about the rogue's act meanwhile is
+         * the wait serving its other connections.
+         */
+        qatomic_set(&later->later_go, true);
+        qatomic_set(&later->overlapped,
+                    wait_flag(&later->later_done, LATER_WAIT_MS) ||
+                    wait_flag(&later->hung_up, 0));
     }
     if (bar0 && !r->bar0_reads++ && k && k->nth == BAR0_READ) {
         n = BAR0_READ;
@@ -731,6 +782,11 @@ static gpointer rogue_thread(gpointer opaque)
             continue;
         }
         vfu_conn_handle_request(c, m);
+    }
+    qatomic_set(&r->hung_up, true);
+    if (r->k && r->k->action == A_LATER &&
+        (r->k->off == LATER_GARBAGE || r->k->off == LATER_CLOSE)) {
+        qatomic_set(&r->later_done, true);
     }
     return NULL;
 }
@@ -954,7 +1010,9 @@ static void vm_start(void)
     qts = qtest_initf(VU_FW_ARGS "-M pc -pidfile %s -D %s "
                       "-trace vfio_user_pci_cap* "
                       "-trace vfio_user_pci_ioeventfd* "
-                      "-trace vfio_user_pci_bar_mmap*", pidfile, trace_log);
+                      "-trace vfio_user_pci_bar_mmap* "
+                      "-trace vfio_user_pci_dma_denied "
+                      "-trace vfio_user_pci_bad_request", pidfile, trace_log);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     unlink(pidfile);
     qpid = atoi(pid);
@@ -1059,9 +1117,15 @@ static void test_case(gconstpointer opaque)
 
             /* the rogue answers, and acts up while we wait for good */
             g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, BAR0_MAGIC);
-            good_delay_ms = GOOD_DELAY_MS;
+            later = r;
             g_assert_cmphex(qpci_io_readl(gdev, gbar, 0), ==, BAR0_MAGIC);
-            good_delay_ms = 0;
+            later = NULL;
+            if (!r->overlapped) {
+                g_test_message("%s: the client did not deal with the rogue "
+                               "while it waited for the good server",
+                               k->name);
+                g_test_fail();
+            }
             if (k->expect == LATER_DEAD) {
                 g_assert_cmphex(qpci_io_readl(dev, bar, 0), ==, 0xffffffff);
             } else {
@@ -1115,9 +1179,9 @@ static void test_case(gconstpointer opaque)
 /* misbehave on the test's first BAR0 read (the plug reads none) */
 #define DEAD(nm, act, off, val) \
     { nm, VFU_CMD_REGION_READ, BAR0_READ, act, off, val, INERT }
-#define REQ(nm, cmd, err) \
+#define REQ(nm, cmd, err, why) \
     { nm, VFU_CMD_REGION_READ, BAR0_READ, A_REQ_FIRST, 0, cmd, REQ_ERROR, \
-      NULL, NULL, err }
+      NULL, NULL, err, .trace = why }
 
 #define GI  VFU_CMD_DEVICE_GET_INFO
 #define RI  VFU_CMD_DEVICE_GET_REGION_INFO
@@ -1308,12 +1372,17 @@ static const Case cases[] = {
     { "later/stray-replies", RR, BAR0_READ, A_LATER, LATER_STRAY, 0,
       LATER_ALIVE },
     /* requests from the server while the client waits */
-    REQ("req/dma-read-unmapped", VFU_CMD_DMA_READ, EFAULT),
-    REQ("req/dma-write-unmapped", VFU_CMD_DMA_WRITE, EINVAL),
-    REQ("req/version", VFU_CMD_VERSION, ENOTSUP),
-    REQ("req/dma-map", VFU_CMD_DMA_MAP, EINVAL),
-    REQ("req/region-read", VFU_CMD_REGION_READ, ENOTSUP),
-    REQ("req/unknown", 99, ENOSYS),
+    REQ("req/dma-read-unmapped", VFU_CMD_DMA_READ, EFAULT,
+        "vfio_user_pci_dma_denied write 0 addr 0xfff00000000 count 0x10"),
+    REQ("req/dma-write-unmapped", VFU_CMD_DMA_WRITE, EFAULT,
+        "vfio_user_pci_dma_denied write 1 addr 0xfff00000000 count 0x10"),
+    REQ("req/version", VFU_CMD_VERSION, ENOTSUP, NULL),
+    /* a command only a client sends */
+    REQ("req/dma-map", VFU_CMD_DMA_MAP, ENOTSUP,
+        "vfio_user_pci_bad_request command 2"),
+    REQ("req/region-read", VFU_CMD_REGION_READ, ENOTSUP,
+        "vfio_user_pci_bad_request command 9"),
+    REQ("req/unknown", 99, ENOSYS, NULL),
 };
 
 /*
