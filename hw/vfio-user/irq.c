@@ -381,7 +381,7 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
     if (vfu_set_irqs(dev, mode,
                      VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_UNMASK,
                      0, nvec, NULL, &err)) {
-        trace_vfio_user_pci_unmask_refused(dev->socket_path, mode,
+        trace_vfio_user_pci_unmask_refused(dev->socket_name, mode,
                                            error_get_pretty(err));
         error_free(err);
     }

@@ -18,6 +18,9 @@
 #include "qemu/bswap.h"
 #include "qemu/log.h"
 #include "qemu/sockets.h"
+#include "qapi/visitor.h"
+#include "qapi/visitor-impl.h"
+#include "qapi/qapi-visit-sockets.h"
 #include "io/channel-socket.h"
 #include "migration/blocker.h"
 #include "hw/qdev-properties.h"
@@ -36,7 +39,7 @@ static const char *dev_name(VfuPciDevice *dev)
 {
     DeviceState *d = DEVICE(dev);
 
-    return d->id ? d->id : dev->socket_path;
+    return d->id ? d->id : dev->socket_name;
 }
 
 static void vfu_pci_socket_readable(void *opaque);
@@ -50,7 +53,7 @@ void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
     dev->dead = true;
     error_report("vfio-user-pci %s: lost the server at %s (%s); "
                  "the device no longer responds", dev_name(dev),
-                 dev->socket_path, err ? error_get_pretty(err) : "closed");
+                 dev->socket_name, err ? error_get_pretty(err) : "closed");
     trace_vfio_user_pci_dead(dev_name(dev));
     if (dev->conn) {
         qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
@@ -367,6 +370,44 @@ static int vfu_pci_connect_unix(const char *path, int64_t timeout_ms,
     return fd;
 }
 
+/*
+ * A socket the management layer connected for us (getfd, or inherited):
+ * it must be a connected AF_UNIX stream socket, or fds could not pass.
+ */
+static int vfu_pci_take_fd(const char *str, Error **errp)
+{
+    SocketAddress addr = {
+        .type = SOCKET_ADDRESS_TYPE_FD, .u.fd.str = (char *)str,
+    };
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+    int fd;
+
+    /* a getfd name from the monitor, or a number on the command line */
+    fd = socket_connect(&addr, errp);
+    if (fd < 0) {
+        return -1;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        ss.ss_family != AF_UNIX ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
+        type != SOCK_STREAM) {
+        error_setg(errp, "fd '%s' is not a UNIX stream socket", str);
+        close(fd);
+        return -1;
+    }
+    len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+        error_setg(errp, "fd '%s' is not a connected socket", str);
+        close(fd);
+        return -1;
+    }
+    qemu_socket_set_nonblock(fd);
+    return fd;
+}
+
 static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
 {
     g_autoptr(QIOChannelSocket) sioc = NULL;
@@ -374,7 +415,12 @@ static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
     VfuLimits local;
     int fd;
 
-    fd = vfu_pci_connect_unix(dev->socket_path, dev->msg_timeout_ms, errp);
+    if (dev->socket->type == SOCKET_ADDRESS_TYPE_FD) {
+        fd = vfu_pci_take_fd(dev->socket->u.fd.str, errp);
+    } else {
+        fd = vfu_pci_connect_unix(dev->socket->u.q_unix.path,
+                                  dev->msg_timeout_ms, errp);
+    }
     if (fd < 0) {
         return false;
     }
@@ -829,14 +875,14 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
         { PCI_INTERRUPT_LINE, 2 },
     };
 
-    if (!dev->socket_path) {
+    if (!dev->socket) {
         error_setg(errp, "vfio-user-pci: the 'socket' property is required");
         return;
     }
     /* 0 would make every call time out at once */
     if (!dev->msg_timeout_ms) {
         error_setg(errp, "vfio-user-pci: socket '%s': x-msg-timeout must "
-                   "be at least 1 (milliseconds)", dev->socket_path);
+                   "be at least 1 (milliseconds)", dev->socket_name);
         return;
     }
     dev->irq_mode = -1;
@@ -848,7 +894,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
      */
     error_setg(&dev->migration_blocker, "vfio-user-pci %s (socket %s) "
                "cannot be migrated: its state lives in the vfio-user "
-               "server", dev_name(dev), dev->socket_path);
+               "server", dev_name(dev), dev->socket_name);
     if (migrate_add_blocker(dev->migration_blocker, errp) < 0) {
         g_clear_pointer(&dev->migration_blocker, error_free);
         goto fail;
@@ -910,7 +956,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
     return;
 
 fail:
-    error_prepend(errp, "vfio-user-pci: socket '%s': ", dev->socket_path);
+    error_prepend(errp, "vfio-user-pci: socket '%s': ", dev->socket_name);
     vfu_pci_exit(pdev);
 }
 
@@ -952,6 +998,8 @@ static void vfu_pci_finalize(Object *obj)
     if (dev->mappings) {
         g_array_free(dev->mappings, true);
     }
+    qapi_free_SocketAddress(dev->socket);
+    g_free(dev->socket_name);
     for (int i = 0; i < PCI_NUM_REGIONS; i++) {
         vfu_pci_bar_mmap_free(&dev->bars[i]);
     }
@@ -975,7 +1023,6 @@ static void vfu_pci_reset(DeviceState *d)
 }
 
 static Property vfu_pci_properties[] = {
-    DEFINE_PROP_STRING("socket", VfuPciDevice, socket_path),
     DEFINE_PROP_BOOL("secure-dma", VfuPciDevice, secure_dma, false),
     DEFINE_PROP_BOOL("x-no-mmap", VfuPciDevice, no_mmap, false),
     DEFINE_PROP_BOOL("x-no-ioeventfd", VfuPciDevice, no_ioeventfd, false),
@@ -984,6 +1031,80 @@ static Property vfu_pci_properties[] = {
     DEFINE_PROP_BOOL("x-posted-writes", VfuPciDevice, posted_writes, true),
     DEFINE_PROP_END_OF_LIST(),
 };
+
+/*
+ * "socket": a path, as the plain string of -device socket=PATH, or a
+ * SocketAddress of type unix or fd, as in -device/device_add JSON.
+ */
+static void vfu_pci_set_socket(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(obj);
+    g_autoptr(SocketAddress) addr = NULL;
+    GenericAlternate *alt = NULL;
+    char *path = NULL;
+    bool ok = false;
+
+    if (DEVICE(obj)->realized) {
+        error_setg(errp, "'socket' cannot be changed on a realized device");
+        return;
+    }
+    /* a string input visitor (-global) knows no alternates */
+    if (!v->start_alternate) {
+        ok = visit_type_str(v, name, &path, errp);
+    } else if (visit_start_alternate(v, name, &alt, sizeof(*alt), errp)) {
+        switch (alt->type) {
+        case QTYPE_QSTRING:
+            ok = visit_type_str(v, name, &path, errp);
+            break;
+        case QTYPE_QDICT:
+            ok = visit_type_SocketAddress(v, name, &addr, errp);
+            break;
+        default:
+            error_setg(errp, "'socket' takes a path or a socket address");
+            break;
+        }
+        visit_end_alternate(v, (void **)&alt);
+        g_free(alt);
+    }
+    if (!ok) {
+        g_free(path);
+        return;
+    }
+    if (path) {
+        addr = g_new0(SocketAddress, 1);
+        addr->type = SOCKET_ADDRESS_TYPE_UNIX;
+        addr->u.q_unix.path = path;
+    }
+    switch (addr->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        g_free(dev->socket_name);
+        dev->socket_name = g_strdup(addr->u.q_unix.path);
+        break;
+    case SOCKET_ADDRESS_TYPE_FD:
+        g_free(dev->socket_name);
+        dev->socket_name = g_strdup_printf("fd:%s", addr->u.fd.str);
+        break;
+    default:
+        error_setg(errp, "'socket' must be a UNIX socket (type unix or fd)");
+        return;
+    }
+    qapi_free_SocketAddress(dev->socket);
+    dev->socket = g_steal_pointer(&addr);
+}
+
+static void vfu_pci_get_socket(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    VfuPciDevice *dev = VFIO_USER_PCI(obj);
+    g_autofree char *empty = g_strdup("");
+
+    if (!dev->socket) {
+        visit_type_str(v, name, &empty, errp);
+        return;
+    }
+    visit_type_SocketAddress(v, name, &dev->socket, errp);
+}
 
 static void vfu_pci_class_init(ObjectClass *klass, void *data)
 {
@@ -994,26 +1115,29 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     dc->reset = vfu_pci_reset;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     device_class_set_props(dc, vfu_pci_properties);
+    object_class_property_add(klass, "socket", "str or SocketAddress",
+                              vfu_pci_get_socket, vfu_pci_set_socket, NULL,
+                              NULL);
     object_class_property_set_description(klass, "socket",
-        "path of the vfio-user server's UNIX socket (required)");
+        "the vfio-user server's UNIX socket (required): a path, or a "
+        "SocketAddress of type unix or fd (a connected socket)");
     object_class_property_set_description(klass, "secure-dma",
         "never pass guest memory fds: every DMA is a DMA_READ/DMA_WRITE "
-        "message checked against the device's mappings (default off)");
+        "message checked against the device's mappings");
     object_class_property_set_description(klass, "x-no-mmap",
         "serve every BAR access with a message, even where the server "
-        "offers the BAR for mmap (default off)");
+        "offers the BAR for mmap");
     object_class_property_set_description(klass, "x-no-ioeventfd",
         "send every BAR write as a message, even to doorbells the server "
-        "offers as ioeventfds (default off)");
+        "offers as ioeventfds");
     object_class_property_set_description(klass, "x-posted-writes",
         "send BAR writes without waiting for the server to acknowledge "
-        "them (No_reply); config space writes are always acknowledged "
-        "(default on)");
+        "them (No_reply); config space writes are always acknowledged");
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds the server may stay silent while a request waits "
         "for its reply; DMA requests served meanwhile restart the wait, "
         "up to 12 times this for the request, and the time to connect; "
-        "at least 1 (default 5000)");
+        "at least 1");
     pdc->realize = vfu_pci_realize;
     pdc->exit = vfu_pci_exit;
     pdc->config_read = vfu_pci_read_config;

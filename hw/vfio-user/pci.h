@@ -11,6 +11,7 @@
 #include "qemu/event_notifier.h"
 #include "exec/memory.h"
 #include "hw/vfio-user/conn.h"
+#include "qapi/qapi-types-sockets.h"
 
 #define TYPE_VFIO_USER_PCI "vfio-user-pci"
 OBJECT_DECLARE_SIMPLE_TYPE(VfuPciDevice, VFIO_USER_PCI)
@@ -58,7 +59,8 @@ struct VfuPciDevice {
     PCIDevice parent_obj;
 
     /* properties */
-    char *socket_path;
+    SocketAddress *socket;  /* unix or fd */
+    char *socket_name;      /* its path, or fd:NAME: for messages */
     bool secure_dma;
     bool no_mmap;
     bool no_ioeventfd;

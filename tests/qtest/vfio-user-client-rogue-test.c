@@ -23,6 +23,7 @@
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "qapi/qmp/qdict.h"
+#include "qapi/qmp/qjson.h"
 #include "qapi/error.h"
 #include "qemu/module.h"
 #include "qemu/sockets.h"
@@ -1418,6 +1419,118 @@ static void test_migrate_blocked(void)
     vm_check_alive();
 }
 
+/* ---- socket addresses ---------------------------------------------------- */
+
+/* device_add of a vfio-user-pci with @socket (JSON) at the rogue slot */
+static QDict *plug_json(const char *socket)
+{
+    return qtest_qmp(qts, "{'execute': 'device_add', 'arguments': {"
+                     "'driver': 'vfio-user-pci', 'id': 'rogue',"
+                     "'socket': %p, 'addr': '04.0'}}",
+                     qobject_from_json(socket, &error_abort));
+}
+
+/* The plugged device reads the server's BAR0, then goes. */
+static void check_plugged_and_unplug(QDict *rsp)
+{
+    if (qdict_haskey(rsp, "error")) {
+        g_test_message("device_add: %s",
+                       qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"));
+    }
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    g_assert_cmphex(bar0_read(ROGUE_SLOT), ==, BAR0_MAGIC);
+    qpci_unplug_acpi_device_test(qts, "rogue", ROGUE_SLOT);
+}
+
+static void check_plug_error(QDict *rsp, const char *why)
+{
+    const char *desc;
+
+    g_assert(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("device_add: %s", desc);
+    g_assert(strstr(desc, why));
+    qobject_unref(rsp);
+}
+
+/* {"type": "unix", "path": ...} as QMP device_add takes it */
+static void test_socket_unix(void)
+{
+    g_autofree char *json = NULL;
+    int before;
+    Rogue *r;
+
+    vm_start();
+    before = vu_count_fds(qpid);
+    r = rogue_start(NULL);
+    json = g_strdup_printf("{\"type\": \"unix\", \"path\": \"%s\"}",
+                           r->path);
+    check_plugged_and_unplug(plug_json(json));
+    rogue_free(r);
+    vm_check_alive();
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
+}
+
+/* Hand QEMU @fd under @name with getfd (and close ours). */
+static void getfd(int fd, const char *name)
+{
+    QDict *rsp = qtest_qmp_fds(qts, &fd, 1, "{'execute': 'getfd', "
+                               "'arguments': {'fdname': %s}}", name);
+
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+    close(fd);
+}
+
+/* A connected socket passed with getfd: {"type": "fd", "str": NAME} */
+static void test_socket_getfd(void)
+{
+    int before;
+    Rogue *r;
+
+    vm_start();
+    before = vu_count_fds(qpid);
+    r = rogue_start(NULL);
+    getfd(unix_connect(r->path, &error_abort), "vfu-good");
+    check_plugged_and_unplug(plug_json("{\"type\": \"fd\", "
+                                       "\"str\": \"vfu-good\"}"));
+    rogue_free(r);
+    vm_check_alive();
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
+}
+
+/* fds of the wrong kind are refused, and not kept */
+static void test_socket_getfd_wrong(void)
+{
+    static const char fd_json[] = "{\"type\": \"fd\", \"str\": \"bad\"}";
+    int sv[2];
+    int before;
+
+    vm_start();
+    before = vu_count_fds(qpid);
+
+    getfd(eventfd(0, EFD_CLOEXEC), "bad");
+    check_plug_error(plug_json(fd_json), "is not a socket");
+
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), ==, 0);
+    getfd(sv[0], "bad");
+    close(sv[1]);
+    check_plug_error(plug_json(fd_json), "is not a UNIX stream socket");
+
+    getfd(socket(AF_UNIX, SOCK_STREAM, 0), "bad");
+    check_plug_error(plug_json(fd_json), "is not a connected socket");
+
+    /* a name that was never given */
+    check_plug_error(plug_json(fd_json), "bad");
+    /* not a UNIX socket address at all */
+    check_plug_error(plug_json("{\"type\": \"inet\", \"host\": "
+                               "\"127.0.0.1\", \"port\": \"1\"}"),
+                     "must be a UNIX socket");
+    vm_check_alive();
+    g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -1434,6 +1547,10 @@ int main(int argc, char **argv)
     }
     qtest_add_func("/vfio-user/client-rogue/migrate-blocked",
                    test_migrate_blocked);
+    qtest_add_func("/vfio-user/client-rogue/socket/unix", test_socket_unix);
+    qtest_add_func("/vfio-user/client-rogue/socket/getfd", test_socket_getfd);
+    qtest_add_func("/vfio-user/client-rogue/socket/getfd-wrong-kind",
+                   test_socket_getfd_wrong);
     ret = g_test_run();
     vm_stop();
     printf("# rogue-cases: rogue server vs vfio-user-pci: %d of %zu "
