@@ -37,8 +37,6 @@ BOOT_TIMEOUT=${VFU_BOOT_TIMEOUT:-180}
 GUEST_TIMEOUT=${VFU_GUEST_TIMEOUT:-90}   # the guest's own watchdog
 GUEST_ARGS=${VFU_GUEST_ARGS:-}           # extra kernel arguments
 SOCKET_TIMEOUT=30
-# Debian's firmware packages; QEMU's source package ships no blobs.
-FW=(-L /usr/share/seabios -L /usr/lib/ipxe/qemu -L /usr/share/qemu)
 
 IMG_SIZE=$((16 * 1024 * 1024))
 REGION_LEN=$((1024 * 1024))
@@ -194,7 +192,7 @@ run_mode() {
         -device nvme,id=n0,drive=d0,serial=vfudemo0
         -object "vfio-user-server,id=v0,socket=$sock,device=n0")
     # shellcheck disable=SC2054
-    local vm=("$QEMU" "${FW[@]}" -M q35,memory-backend=mem -accel "$ACCEL" -m 512M
+    local vm=("$QEMU" -M q35,memory-backend=mem -accel "$ACCEL" -m 512M
         -object memory-backend-memfd,id=mem,size=512M,share=on
         -nodefaults -display none -no-reboot -serial "file:$log"
         -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz"

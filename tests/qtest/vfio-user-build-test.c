@@ -61,9 +61,35 @@ static void test_no_experimental_multiprocess(void)
     qtest_quit(qts);
 }
 
+/*
+ * Debian's firmware is found without -L: SeaBIOS for the machine, iPXE for
+ * a NIC's option ROM, and qemu-system-data's folder is searched.
+ */
+static void test_firmware_without_L(void)
+{
+    QTestState *qts = qtest_init("-M q35 -device e1000e,netdev=n0 "
+                                 "-netdev user,id=n0");
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    g_autofree char *cmd = NULL;
+    int status;
+
+    g_assert_cmpint(qtest_readb(qts, 0xffff0), ==, 0xea);  /* reset jmp */
+    qtest_quit(qts);
+
+    cmd = g_strdup_printf("%s -L help", g_getenv("QTEST_QEMU_BINARY"));
+    g_assert(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
+    g_test_message("-L help: %s", out);
+    g_assert(strstr(out, "/usr/share/qemu\n"));
+    g_assert(strstr(out, "/usr/share/seabios\n"));
+    g_assert(strstr(out, "/usr/lib/ipxe/qemu\n"));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    qtest_add_func("/vfio-user/build/firmware-without-L",
+                   test_firmware_without_L);
     qtest_add_func("/vfio-user/build/no-experimental-multiprocess",
                    test_no_experimental_multiprocess);
     return g_test_run();
