@@ -105,14 +105,16 @@ static void test_mmap(const void *opaque)
 }
 
 static const MmapCase cases[] = {
-    { "memory-backend-file", "", true },
-    { "memory-backend-file", ",x-no-mmap=on", false },
+    /* the server offers only memory sealed against shrinking */
+    { "memory-backend-file", "", false },
+    { "memory-backend-memfd", "", true },
+    { "memory-backend-memfd", ",x-no-mmap=on", false },
     /* not sealed against shrinking: an untrusted server's fd is not mapped */
     { "memory-backend-file", ",secure-dma=on", false },
     { "memory-backend-memfd", ",secure-dma=on", true },
 };
 static const char *const names[] = {
-    "file", "file/no-mmap", "file/secure-dma", "memfd/secure-dma",
+    "file", "memfd", "memfd/no-mmap", "file/secure-dma", "memfd/secure-dma",
 };
 
 int main(int argc, char **argv)

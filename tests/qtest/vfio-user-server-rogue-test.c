@@ -31,6 +31,8 @@
 #define REMOTE_TIMEOUT_MS   3000
 
 static char *sock_a, *sock_b, *pidfile, *tmpdir;
+/* ivshmem on an unsealed file, ivshmem on a sealed memfd, lsi53c895a */
+static char *sock_file, *sock_memfd, *sock_lsi, *shm_path;
 static QTestState *qts;
 static pid_t qpid;
 static VfuConn *other;      /* a well-behaved client of the second device */
@@ -85,14 +87,28 @@ static void remote_start(void)
     sock_a = g_strdup_printf("%s/a.sock", tmpdir);
     sock_b = g_strdup_printf("%s/b.sock", tmpdir);
     pidfile = g_strdup_printf("%s/pid", tmpdir);
+    sock_file = g_strdup_printf("%s/file.sock", tmpdir);
+    sock_memfd = g_strdup_printf("%s/memfd.sock", tmpdir);
+    sock_lsi = g_strdup_printf("%s/lsi.sock", tmpdir);
+    shm_path = g_strdup_printf("%s/shm", tmpdir);
     qts = qtest_initf("-M remote -accel tcg -nodefaults -pidfile %s "
                       "-device edu,id=e0 -device edu,id=e1 "
                       "-object vfio-user-server,id=v0,socket=%s,device=e0,"
                       "timeout=%d "
                       "-object vfio-user-server,id=v1,socket=%s,device=e1,"
-                      "timeout=%d",
+                      "timeout=%d "
+                      "-object memory-backend-file,id=mf,size=1M,"
+                      "mem-path=%s,share=on "
+                      "-device ivshmem-plain,id=ivf,memdev=mf "
+                      "-object vfio-user-server,id=vf,socket=%s,device=ivf "
+                      "-object memory-backend-memfd,id=mm,size=1M,share=on "
+                      "-device ivshmem-plain,id=ivm,memdev=mm "
+                      "-object vfio-user-server,id=vm,socket=%s,device=ivm "
+                      "-device lsi53c895a,id=lsi "
+                      "-object vfio-user-server,id=vl,socket=%s,device=lsi",
                       pidfile, sock_a, REMOTE_TIMEOUT_MS, sock_b,
-                      REMOTE_TIMEOUT_MS);
+                      REMOTE_TIMEOUT_MS, shm_path, sock_file, sock_memfd,
+                      sock_lsi);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     qpid = atoi(pid);
     g_assert_cmpint(qpid, >, 0);
@@ -121,9 +137,14 @@ static void remote_stop(void)
     vfu_conn_free(other);
     qtest_quit(qts);
     unlink(pidfile);
+    unlink(shm_path);
     rmdir(tmpdir);
     g_free(sock_a);
     g_free(sock_b);
+    g_free(sock_file);
+    g_free(sock_memfd);
+    g_free(sock_lsi);
+    g_free(shm_path);
     g_free(pidfile);
     g_free(tmpdir);
 }
@@ -917,6 +938,53 @@ static int run_no_read(VfuConn **c, const Case *k)
     return await_hangup(*c);
 }
 
+/* A negotiated client of @path proposing max_msg_fds @max_fds */
+static VfuConn *connect_fds(const char *path, uint32_t max_fds)
+{
+    VfuConn *c;
+    VfuLimits lim;
+
+    tc_limits(&lim);
+    lim.max_msg_fds = max_fds;
+    c = tc_connect_limits(path, &lim);
+    g_assert(c);
+    g_assert_cmpint(vfu_conn_negotiate_client(c, &error_abort), ==, 0);
+    return c;
+}
+
+/*
+ * Is ivshmem's BAR2 offered for mmap?  a=0: its memory is an unsealed
+ * memory-backend-file, a=1: a sealed memory-backend-memfd; b=the
+ * max_msg_fds we propose.  1: offered (the MMAP flag with an fd, which
+ * is sealed), 0: on messages (neither), or the error.
+ */
+static int run_bar_offer(VfuConn **c, const Case *k)
+{
+    /* room for the sparse mmap capability in the reply */
+    VfuRegionInfo req = { .argsz = 256, .index = 2 };
+    g_autoptr(VfuMsg) reply = NULL;
+    VfuRegionInfo *info;
+    int ret;
+
+    vfu_conn_free(*c);
+    *c = connect_fds(k->a ? sock_memfd : sock_file, k->b);
+    ret = tc_call(*c, VFU_CMD_DEVICE_GET_REGION_INFO, &req, sizeof(req),
+                  NULL, 0, &reply);
+    if (ret) {
+        return ret;
+    }
+    info = (VfuRegionInfo *)reply->payload;
+    g_assert_cmpuint(info->size, ==, 1024 * 1024);
+    g_test_message("flags 0x%x, %zu fds", info->flags, reply->nfds);
+    if (!(info->flags & VFU_REGION_F_MMAP) && !reply->nfds) {
+        return 0;
+    }
+    g_assert(info->flags & VFU_REGION_F_MMAP);
+    g_assert_cmpuint(reply->nfds, ==, 1);
+    g_assert(fcntl(reply->fds[0], F_GET_SEALS) & F_SEAL_SHRINK);
+    return 1;
+}
+
 #define REGION(nm, ex, reg, off, cnt, wr, len) \
     { nm, run_region, ex, reg, off, cnt, wr, len }
 #define MAP(nm, ex, iova, size, off, fl, fdk) \
@@ -1117,6 +1185,9 @@ static const Case cases[] = {
     CUSTOM("fault/never-answers-dma", run_stuck_dma, HANGUP, 0),
     CUSTOM("fault/never-answers-dma-write", run_stuck_dma_write, HANGUP, 0),
     CUSTOM("dma-write/error-reply", run_dma_write_error, 0, 0),
+    /* BAR memory offered for mmap only when sealed against shrinking */
+    { "bar/unsealed-file-not-offered", run_bar_offer, 0, 0, 8 },
+    { "bar/sealed-memfd-offered", run_bar_offer, 1, 1, 8 },
     CUSTOM("fault/stops-reading", run_no_read, HANGUP, 0),
     CUSTOM("limit/deferred-requests", run_defer_flood, -EBUSY, 0),
     CUSTOM("limit/deferred-no-reply", run_defer_flood, HANGUP, 1),

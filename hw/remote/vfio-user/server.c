@@ -79,6 +79,7 @@ struct VfuServer {
     uint32_t timeout_ms;
     bool map_unsealed_fds;
     bool warned_unsealed;
+    bool warned_unsealed_bar;
     /* the BAR registers as the client wrote them (see vfu_config_is_bar()) */
     uint8_t bar_regs[PCI_CONFIG_SPACE_SIZE];
     bool completed;
@@ -321,6 +322,7 @@ typedef struct VfuMmapScan {
     int n;
     int fd;
     uint64_t base;          /* file offset of BAR offset 0 */
+    bool unsealed;          /* RAM left out: not sealed against shrinking */
 } VfuMmapScan;
 
 static bool vfu_mmap_scan_range(Int128 start, Int128 len,
@@ -342,6 +344,15 @@ static bool vfu_mmap_scan_range(Int128 start, Int128 len,
         return false;
     }
     fd = memory_region_get_fd(mr);
+    /*
+     * The client gets the fd read-write: a file it could shrink would make
+     * the device's next access to its own BAR fault and take the whole
+     * process down, so only memory sealed against shrinking is offered.
+     */
+    if (fd >= 0 && !vfu_fd_is_shrink_sealed(fd)) {
+        scan->unsealed = true;
+        return false;
+    }
     if (fd < 0 ||
         !object_dynamic_cast(memory_region_owner(mr), TYPE_MEMORY_BACKEND) ||
         !QEMU_IS_ALIGNED(bar_off | size | offset, page) ||
@@ -364,6 +375,7 @@ static void vfu_bar_mmap_areas(VfuServer *s, uint32_t index, VfuMmapScan *scan)
 {
     scan->n = 0;
     scan->fd = -1;
+    scan->unsealed = false;
     if (index >= VFU_NUM_BARS || index == VFU_PCI_ROM_REGION ||
         !s->bars->size[index] || s->bars->io[index]) {
         return;
@@ -393,6 +405,12 @@ static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
         return -EINVAL;
     }
     vfu_bar_mmap_areas(s, req->index, &scan);
+    if (scan.unsealed && !s->warned_unsealed_bar) {
+        warn_report("vfio-user-server %s: BAR%u memory is not sealed against "
+                    "shrinking; not offered for mmap (use "
+                    "memory-backend-memfd)", vfu_server_id(s), req->index);
+        s->warned_unsealed_bar = true;
+    }
     len = sizeof(*info) +
           (scan.n ? sizeof(*cap) + scan.n * sizeof(cap->areas[0]) : 0);
     info = g_malloc0(len);
