@@ -985,6 +985,26 @@ static int run_bar_offer(VfuConn **c, const Case *k)
     return 1;
 }
 
+/* GET_IRQ_INFO: a=0 edu, 1 lsi53c895a; b=index.  The vector count. */
+static int run_irq_count(VfuConn **c, const Case *k)
+{
+    VfuIrqInfo req = { .argsz = sizeof(req), .index = k->b };
+    g_autoptr(VfuMsg) reply = NULL;
+    int ret;
+
+    if (k->a) {
+        vfu_conn_free(*c);
+        *c = tc_connect(sock_lsi);
+    }
+    ret = tc_call(*c, VFU_CMD_DEVICE_GET_IRQ_INFO, &req, sizeof(req), NULL,
+                  0, &reply);
+    if (ret) {
+        return ret;
+    }
+    g_assert_cmpuint(reply->len, ==, sizeof(req));
+    return ((VfuIrqInfo *)reply->payload)->count;
+}
+
 #define REGION(nm, ex, reg, off, cnt, wr, len) \
     { nm, run_region, ex, reg, off, cnt, wr, len }
 #define MAP(nm, ex, iova, size, off, fl, fdk) \
@@ -1188,6 +1208,10 @@ static const Case cases[] = {
     /* BAR memory offered for mmap only when sealed against shrinking */
     { "bar/unsealed-file-not-offered", run_bar_offer, 0, 0, 8 },
     { "bar/sealed-memfd-offered", run_bar_offer, 1, 1, 8 },
+    /* MSI vectors the device is capable of, none without MSI */
+    { "irq-info/edu-msi", run_irq_count, 1, 0, VFU_PCI_MSI_IRQ },
+    { "irq-info/lsi-no-msi", run_irq_count, 0, 1, VFU_PCI_MSI_IRQ },
+    { "irq-info/lsi-intx", run_irq_count, 1, 1, VFU_PCI_INTX_IRQ },
     CUSTOM("fault/stops-reading", run_no_read, HANGUP, 0),
     CUSTOM("limit/deferred-requests", run_defer_flood, -EBUSY, 0),
     CUSTOM("limit/deferred-no-reply", run_defer_flood, HANGUP, 1),

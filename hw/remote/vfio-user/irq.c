@@ -151,6 +151,22 @@ static void vfu_irq_close(int *fd, bool watched)
     }
 }
 
+/*
+ * The vectors a driver may enable (Multiple Message Capable), not the
+ * ones enabled now, which is 1 after reset; none without MSI, whose
+ * msi_cap offset 0 would read the device ID as MSI flags.
+ */
+static uint32_t vfu_msi_vectors_capable(PCIDevice *dev)
+{
+    uint16_t flags;
+
+    if (!msi_present(dev) || !dev->msi_cap) {
+        return 0;
+    }
+    flags = pci_get_word(dev->config + dev->msi_cap + PCI_MSI_FLAGS);
+    return 1u << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
+}
+
 VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name)
 {
     VfuIrqs *irqs = g_new0(VfuIrqs, 1);
@@ -159,7 +175,7 @@ VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name)
     irqs->dev = dev;
     irqs->name = g_strdup(name);
     irqs->index[VFU_PCI_INTX_IRQ].count = pin ? 1 : 0;
-    irqs->index[VFU_PCI_MSI_IRQ].count = msi_nr_vectors_allocated(dev);
+    irqs->index[VFU_PCI_MSI_IRQ].count = vfu_msi_vectors_capable(dev);
     irqs->index[VFU_PCI_MSIX_IRQ].count = dev->msix_entries_nr;
     for (int i = 0; i < VFU_PCI_NUM_IRQS; i++) {
         VfuIrqIndex *x = &irqs->index[i];
