@@ -375,24 +375,22 @@ static int run_irqs(VfuConn **c, const Case *k)
     return ret;
 }
 
-/* An INTx "eventfd" that is a full pipe: raising it must not block */
-static int run_full_pipe(VfuConn **c, const Case *k)
+/* An INTx eventfd whose counter is full: raising it must not block */
+static int run_full_eventfd(VfuConn **c, const Case *k)
 {
-    int p[2];
-    char buf[4096] = { 0 };
+    uint64_t max = 0xfffffffffffffffeULL;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
-    g_assert_cmpint(pipe2(p, O_CLOEXEC | O_NONBLOCK), ==, 0);
-    while (write(p[1], buf, sizeof(buf)) > 0) {
-        /* fill it */
-    }
-    g_assert_cmpint(tc_set_irqs(*c, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, p + 1,
+    g_assert_cmpint(efd, >=, 0);
+    g_assert_cmpint(write(efd, &max, sizeof(max)), ==, sizeof(max));
+    g_assert_cmpint(tc_set_irqs(*c, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, &efd,
                                 1), ==, 0);
     tc_write(*c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
     tc_write(*c, 0, EDU_IRQ_RAISE, 4, 1);
     g_assert_cmphex(tc_read(*c, 0, EDU_IRQ_STATUS, 4), ==, 1);
     tc_write(*c, 0, EDU_IRQ_ACK, 4, 1);
     tc_write(*c, 0, EDU_IRQ_RAISE, 4, 2);
-    close_fds(p, 2);
+    close(efd);
     return 0;
 }
 
@@ -1150,12 +1148,20 @@ static const Case cases[] = {
          9, 9, FD_EVENTFD),
     IRQS("irqs/fds-past-socket-limit", -EINVAL, EFD_TRIG, VFU_PCI_MSI_IRQ, 0,
          20, 20, FD_EVENTFD),
-    /* any fd will do: the server only ever writes 8 bytes, non-blocking */
-    IRQS("irqs/fd-memfd-accepted", 0, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1,
+    /* eventfds only: anything else may be readable for good, or a sink */
+    IRQS("irqs/fd-memfd", -EINVAL, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1,
          FD_MEMFD),
-    IRQS("irqs/fd-dev-null-accepted", 0, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1,
+    IRQS("irqs/fd-dev-null", -EINVAL, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1,
          FD_DEVNULL),
-    CUSTOM("irqs/fd-full-pipe", run_full_pipe, 0, 0),
+    IRQS("irqs/fd-pipe-trigger", -EINVAL, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1,
+         FD_PIPE),
+    IRQS("irqs/fd-pipe-unmask", -EINVAL, VFU_IRQ_SET_DATA_EVENTFD |
+         VFU_IRQ_SET_ACTION_UNMASK, VFU_PCI_INTX_IRQ, 0, 1, 1, FD_PIPE),
+    IRQS("irqs/fd-socket-unmask", -EINVAL, VFU_IRQ_SET_DATA_EVENTFD |
+         VFU_IRQ_SET_ACTION_UNMASK, VFU_PCI_INTX_IRQ, 0, 1, 1, FD_SOCKET),
+    IRQS("irqs/fd-pipe-msi", -EINVAL, EFD_TRIG, VFU_PCI_MSI_IRQ, 0, 1, 1,
+         FD_PIPE),
+    CUSTOM("irqs/fd-full-eventfd", run_full_eventfd, 0, 0),
     IRQS("irqs/good", 0, EFD_TRIG, VFU_PCI_INTX_IRQ, 0, 1, 1, FD_EVENTFD),
     CMD("irqs/argsz-lies", -EINVAL, VFU_CMD_DEVICE_SET_IRQS, 100, 0, 0),
     /* commands */

@@ -285,6 +285,21 @@ static void vfu_irq_unmask_fd_read(void *opaque)
     }
 }
 
+/*
+ * Only eventfds: any other fd could be readable for good (the read end of
+ * a pipe whose writer closed, as an unmask fd, would make the main loop
+ * spin) or take writes that never reach the client.  The kernel names an
+ * eventfd's counter in its fdinfo.
+ */
+static bool vfu_irq_fd_is_eventfd(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *info = NULL;
+
+    return g_file_get_contents(path, &info, NULL, NULL) &&
+           strstr(info, "\neventfd-count:");
+}
+
 static void vfu_irq_set_fd(VfuIrqs *irqs, uint32_t index, uint32_t i,
                            uint32_t action, int fd)
 {
@@ -371,6 +386,12 @@ int vfu_irqs_set(VfuIrqs *irqs, const VfuIrqSet *set, int *fds, size_t nfds,
     if (data != VFU_IRQ_SET_DATA_EVENTFD && nfds) {
         error_setg(errp, "SET_IRQS: fds without DATA_EVENTFD");
         return -EINVAL;
+    }
+    for (size_t k = 0; k < nfds; k++) {
+        if (!vfu_irq_fd_is_eventfd(fds[k])) {
+            error_setg(errp, "SET_IRQS: fd %zu is not an eventfd", k);
+            return -EINVAL;
+        }
     }
     trace_vfio_user_srv_set_irqs(irqs->name, set->index, set->start,
                                  set->count, set->flags, nfds);
