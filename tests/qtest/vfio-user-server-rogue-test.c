@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <poll.h>
 #include "qemu/cutils.h"
+#include "qemu/units.h"
 #include "vfio-user/server-client.h"
 #include "vfio-user/vm-helpers.h"
 #include "qapi/qmp/qdict.h"
@@ -936,6 +937,17 @@ static int run_no_read(VfuConn **c, const Case *k)
     return await_hangup(*c);
 }
 
+/* qom-set a property of a vfio-user-server of the remote */
+static void remote_set(const char *id, const char *prop, uint64_t value)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'qom-set', 'arguments': {"
+                           " 'path': %s, 'property': %s, 'value': %llu } }",
+                           id, prop, (unsigned long long)value);
+
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+}
+
 /* A negotiated client of @path proposing max_msg_fds @max_fds */
 static VfuConn *connect_fds(const char *path, uint32_t max_fds)
 {
@@ -1001,6 +1013,107 @@ static int run_irq_count(VfuConn **c, const Case *k)
     }
     g_assert_cmpuint(reply->len, ==, sizeof(req));
     return ((VfuIrqInfo *)reply->payload)->count;
+}
+
+/*
+ * DMA_MAP of a 1 TiB sparse memfd, sealed: it costs us nothing, and
+ * must cost the remote nothing either (no RAMBlock with its dirty
+ * bitmaps, ~96 MiB per TiB): ENOMEM.
+ */
+static int run_map_huge(VfuConn **c, const Case *k)
+{
+    uint64_t size = 1ULL << 40;
+    int fd = memfd_create("rogue-huge", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    long before, after;
+    int ret;
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, size), ==, 0);
+    g_assert_cmpint(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), ==, 0);
+    before = rss_kb(qpid);
+    ret = tc_dma_map(*c, 1ULL << 40, size, 0, RW, fd);
+    after = rss_kb(qpid);
+    close(fd);
+    g_test_message("remote RSS %ld kB -> %ld kB", before, after);
+    g_assert_cmpint(after - before, <, 16 * 1024);
+    return ret;
+}
+
+/*
+ * The total of mmap'd memory, lowered to 3 pages: a second 2-page fd
+ * mapping is refused, one without an fd (reached by message) is not
+ * counted, and unmapping makes room again.
+ */
+static int run_map_total(VfuConn **c, const Case *k)
+{
+    int fd[3] = { make_fd(FD_MEMFD), make_fd(FD_MEMFD), make_fd(FD_MEMFD) };
+    int ret;
+
+    remote_set("/objects/v0", "max-dma-total-size", 0x3000);
+    g_assert_cmpint(tc_dma_map(*c, 0x10000, 0x2000, 0, RW, fd[0]), ==, 0);
+    ret = tc_dma_map(*c, 0x20000, 0x2000, 0, RW, fd[1]);
+    g_assert_cmpint(tc_dma_map(*c, 0x40000, 0x2000, 0, RW, -1), ==, 0);
+    g_assert_cmpint(tc_dma_unmap(*c, 0x10000, 0x2000, 0), ==, 0);
+    g_assert_cmpint(tc_dma_map(*c, 0x30000, 0x2000, 0, RW, fd[2]), ==, 0);
+    remote_set("/objects/v0", "max-dma-total-size", 256 * GiB);
+    close_fds(fd, 3);
+    return ret;
+}
+
+/*
+ * We take 64 MiB messages, the server only 1 KiB (x-max-data-xfer-size):
+ * edu's DMA of 4000 bytes from our memory must come as DMA_READs of at
+ * most 1 KiB, whose replies the server can take.
+ */
+static int run_dma_chunks(VfuConn **c, const Case *k)
+{
+    uint64_t got = 0, max = 0, cnt = 4000;
+    VfuLimits lim;
+    int ret = 0;
+
+    remote_set("/objects/v0", "x-max-data-xfer-size", 1024);
+    vfu_conn_free(*c);
+    tc_limits(&lim);
+    lim.max_data_xfer_size = 64 * 1024 * 1024;
+    *c = tc_connect_limits(sock_a, &lim);
+    g_assert(*c);
+    g_assert_cmpint(vfu_conn_negotiate_client(*c, &error_abort), ==, 0);
+    remote_set("/objects/v0", "x-max-data-xfer-size", VFU_MAX_XFER_SIZE);
+
+    g_assert_cmpint(tc_dma_map(*c, 0x200000, 0x1000, 0, RW, -1), ==, 0);
+    tc_write(*c, VFU_PCI_CONFIG_REGION, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    tc_edu_dma_start(*c, 0x200000, EDU_DMA_BUF, cnt, EDU_DMA_RUN);
+    while (got < cnt) {
+        g_autoptr(VfuMsg) m = NULL;
+        g_autofree VfuDmaAccess *a = NULL;
+        VfuDmaAccess *req;
+
+        g_assert_cmpint(vfu_conn_recv(*c, &m, true, &error_abort), ==, 1);
+        g_assert_cmpint(vfu_msg_decode(m, &lim, &error_abort), ==, 0);
+        g_assert_cmpuint(m->hdr.command, ==, VFU_CMD_DMA_READ);
+        req = (VfuDmaAccess *)m->payload;
+        g_test_message("DMA_READ 0x%" PRIx64 "+%" PRIu64, req->address,
+                       req->count);
+        max = MAX(max, req->count);
+        if (req->count > 1024) {
+            /* the server would drop us for the reply */
+            return -E2BIG;
+        }
+        a = g_malloc0(sizeof(*a) + req->count);
+        *a = *req;
+        memset(a->data, 0x5a, req->count);
+        g_assert_cmpint(vfu_conn_reply(*c, m, a, sizeof(*a) + req->count,
+                                       NULL, 0, &error_abort), ==, 0);
+        got += req->count;
+    }
+    g_assert_cmpuint(got, ==, cnt);
+    for (int i = 0; i < 500 && (tc_read(*c, 0, EDU_DMA_CMD, 8) & EDU_DMA_RUN);
+         i++) {
+        g_usleep(10 * 1000);
+    }
+    g_assert_cmphex(tc_read(*c, 0, EDU_DMA_CMD, 8) & EDU_DMA_RUN, ==, 0);
+    g_test_message("largest DMA_READ %" PRIu64, max);
+    return ret;
 }
 
 #define REGION(nm, ex, reg, off, cnt, wr, len) \
@@ -1100,6 +1213,8 @@ static const Case cases[] = {
     { "map/fd-two", run_map, -EINVAL, 0x20000, 0x1000, 0, RW, 1, FD_MEMFD },
     CMD("map/argsz-short", -EINVAL, VFU_CMD_DMA_MAP, 8, 0, 0),
     CUSTOM("map/max-dma-maps", run_max_maps, -ENOSPC, 0),
+    CUSTOM("map/huge-sparse-memfd", run_map_huge, -ENOMEM, 0),
+    CUSTOM("map/total-size", run_map_total, -ENOMEM, 0),
     /* DMA_UNMAP */
     UNMAP("unmap/partial", -EINVAL, 0x10000, 0x1000, 0),
     UNMAP("unmap/straddle", -EINVAL, 0x11000, 0x2000, 0),
@@ -1211,6 +1326,7 @@ static const Case cases[] = {
     CUSTOM("fault/never-answers-dma", run_stuck_dma, HANGUP, 0),
     CUSTOM("fault/never-answers-dma-write", run_stuck_dma_write, HANGUP, 0),
     CUSTOM("dma-write/error-reply", run_dma_write_error, 0, 0),
+    CUSTOM("dma-read/chunked-to-server-limit", run_dma_chunks, 0, 0),
     /* BAR memory offered for mmap only when sealed against shrinking */
     { "bar/unsealed-file-not-offered", run_bar_offer, 0, 0, 8 },
     { "bar/sealed-memfd-offered", run_bar_offer, 1, 1, 8 },

@@ -19,6 +19,8 @@
 #include "qemu/error-report.h"
 #include "qemu/bswap.h"
 #include "qemu/main-loop.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
 #include "qom/object.h"
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
@@ -42,6 +44,14 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
 #define VFU_SERVER_MAX_FDS      8
 #define VFU_SERVER_MAX_MAPS     1024
 #define VFU_SERVER_PGSIZE       4096
+/*
+ * Client memory we mmap, per mapping and in all, unless set otherwise.
+ * Each mmap'd GiB costs about 96 KiB of dirty bitmaps (3 bits per page)
+ * however sparse the client's file is, so this bounds what a client can
+ * make us spend to 24 MiB while covering the RAM of most guests; a
+ * bigger guest's client is told ENOMEM, and its owner raises the limit.
+ */
+#define VFU_SERVER_DMA_MAX      (256 * GiB)
 /*
  * Requests arriving during a DMA round trip are deferred (see
  * vfu_server_deferred), so nesting needs a nested event loop that runs
@@ -77,6 +87,9 @@ struct VfuServer {
     char *socket;
     char *device;
     uint32_t timeout_ms;
+    uint64_t max_dma_map_size;
+    uint64_t max_dma_total_size;
+    uint64_t max_data_xfer_size;    /* what we receive, advertised */
     bool map_unsealed_fds;
     bool warned_unsealed;
     bool warned_unsealed_bar;
@@ -578,7 +591,12 @@ static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
                               Error **errp)
 {
     VfuDmaMap *req = (VfuDmaMap *)msg->payload;
-    const VfuLimits *ours = vfu_conn_local_limits(conn);
+    VfuDmaLimits lim = {
+        .max_maps = vfu_conn_local_limits(conn)->max_dma_maps,
+        .pgsize = VFU_SERVER_PGSIZE,
+        .max_map_size = s->max_dma_map_size,
+        .max_total_size = s->max_dma_total_size,
+    };
     int fd = msg->nfds ? vfu_msg_steal_fd(msg, 0) : -1;
     /*
      * A client could truncate an unsealed file and crash this process, and
@@ -589,8 +607,7 @@ static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
     int ret;
 
     ret = vfu_dma_space_map(s->dma, req, fd,
-                            !unsealed || s->map_unsealed_fds,
-                            ours->max_dma_maps, VFU_SERVER_PGSIZE, errp);
+                            !unsealed || s->map_unsealed_fds, &lim, errp);
     if (ret) {
         return ret;
     }
@@ -748,7 +765,12 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
                                                 "no client");
             return MEMTX_ERROR;
         }
-        max = vfu_conn_peer_limits(s->conn)->max_data_xfer_size;
+        /*
+         * The client takes requests of up to its limit, and the reply to a
+         * DMA_READ must fit ours, or we would drop the client for it.
+         */
+        max = MIN(vfu_conn_peer_limits(s->conn)->max_data_xfer_size,
+                  vfu_conn_local_limits(s->conn)->max_data_xfer_size);
         chunk = MIN(len, max);
         req = g_malloc0(sizeof(*req) + (is_write ? chunk : 0));
         req->address = addr;
@@ -985,7 +1007,7 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
 
     vfu_limits_default(&ours);
     ours.max_msg_fds = VFU_SERVER_MAX_FDS;
-    ours.max_data_xfer_size = VFU_MAX_XFER_SIZE;
+    ours.max_data_xfer_size = s->max_data_xfer_size;
     ours.max_dma_maps = VFU_SERVER_MAX_MAPS;
     ours.pgsizes = VFU_SERVER_PGSIZE;
     ours.write_multiple = true;
@@ -1245,6 +1267,50 @@ static void vfu_server_set_timeout(Object *obj, Visitor *v, const char *name,
     s->timeout_ms = value;
 }
 
+static void vfu_server_get_u64(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    uint64_t *field = (uint64_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_size(v, name, field, errp);
+}
+
+/* A size of at least one page; DMA_MAPs check it as they come. */
+static void vfu_server_set_dma_max(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    uint64_t *field = (uint64_t *)((char *)obj + (uintptr_t)opaque);
+    uint64_t value;
+
+    if (!visit_type_size(v, name, &value, errp)) {
+        return;
+    }
+    if (value < VFU_SERVER_PGSIZE) {
+        error_setg(errp, "'%s' must be at least %d bytes", name,
+                   VFU_SERVER_PGSIZE);
+        return;
+    }
+    *field = value;
+}
+
+static void vfu_server_set_xfer_size(Object *obj, Visitor *v,
+                                     const char *name, void *opaque,
+                                     Error **errp)
+{
+    uint64_t value;
+
+    if (!visit_type_size(v, name, &value, errp)) {
+        return;
+    }
+    if (value < VFU_MIN_XFER_SIZE || value > VFU_MAX_XFER_SIZE) {
+        error_setg(errp, "'%s' must be %d to %d bytes", name,
+                   VFU_MIN_XFER_SIZE, VFU_MAX_XFER_SIZE);
+        return;
+    }
+    /* applies to the next client */
+    VFU_SERVER(obj)->max_data_xfer_size = value;
+}
+
 static bool vfu_server_get_map_unsealed(Object *obj, Error **errp)
 {
     return VFU_SERVER(obj)->map_unsealed_fds;
@@ -1258,7 +1324,12 @@ static void vfu_server_set_map_unsealed(Object *obj, bool value,
 
 static void vfu_server_instance_init(Object *obj)
 {
-    VFU_SERVER(obj)->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+    VfuServer *s = VFU_SERVER(obj);
+
+    s->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+    s->max_dma_map_size = VFU_SERVER_DMA_MAX;
+    s->max_dma_total_size = VFU_SERVER_DMA_MAX;
+    s->max_data_xfer_size = VFU_MAX_XFER_SIZE;
 }
 
 static void vfu_server_finalize(Object *obj)
@@ -1306,6 +1377,28 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
         "against shrinking (a client that then truncates the file crashes "
         "this process); by default such memory is reached by DMA_READ/"
         "DMA_WRITE messages");
+    object_class_property_add(oc, "max-dma-map-size", "size",
+                              vfu_server_get_u64, vfu_server_set_dma_max,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_dma_map_size));
+    object_class_property_set_description(oc, "max-dma-map-size",
+        "largest DMA mapping of the client's memory to mmap; a bigger one "
+        "gets ENOMEM (default 256G)");
+    object_class_property_add(oc, "max-dma-total-size", "size",
+                              vfu_server_get_u64, vfu_server_set_dma_max,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_dma_total_size));
+    object_class_property_set_description(oc, "max-dma-total-size",
+        "client memory mmap'd at a time, in all mappings; past it, "
+        "DMA_MAP gets ENOMEM (default 256G)");
+    object_class_property_add(oc, "x-max-data-xfer-size", "size",
+                              vfu_server_get_u64, vfu_server_set_xfer_size,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_data_xfer_size));
+    object_class_property_set_description(oc, "x-max-data-xfer-size",
+        "max_data_xfer_size advertised to the next client: the largest "
+        "data count it may send us, and our DMA requests' chunk size "
+        "(512 to 1M, default 1M)");
 }
 
 static const TypeInfo vfu_server_info = {
