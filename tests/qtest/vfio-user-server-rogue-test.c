@@ -1016,6 +1016,39 @@ static int run_irq_count(VfuConn **c, const Case *k)
 }
 
 /*
+ * A client that connects and never says a word holds the server's only
+ * slot: the next one must still be served once the timeout dropped it.
+ */
+static int run_silent(VfuConn **c, const Case *k)
+{
+    g_autoptr(VfuConn) silent = NULL;
+    Error *err = NULL;
+    gint64 t0;
+    int ret;
+
+    /* ours was served: the server takes the next client once it is gone */
+    vfu_conn_free(*c);
+    silent = tc_connect_raw(sock_a);
+    g_assert(silent);
+    *c = tc_connect_raw(sock_a);
+    g_assert(*c);
+    t0 = g_get_monotonic_time();
+    /* our client waits up to 10 s, REMOTE_TIMEOUT_MS + 7 s of margin */
+    ret = vfu_conn_negotiate_client(*c, &err);
+    g_test_message("served after %" PRId64 " ms: %s",
+                   (g_get_monotonic_time() - t0) / 1000,
+                   err ? error_get_pretty(err) : "ok");
+    error_free(err);
+    if (ret) {
+        return ret;
+    }
+    g_assert_cmphex(tc_read(*c, 0, EDU_ID, 4), ==, 0x010000ed);
+    /* and the silent one was hung up on */
+    g_assert_cmpint(await_hangup(silent), ==, HANGUP);
+    return 0;
+}
+
+/*
  * DMA_MAP of a 1 TiB sparse memfd, sealed: it costs us nothing, and
  * must cost the remote nothing either (no RAMBlock with its dirty
  * bitmaps, ~96 MiB per TiB): ENOMEM.
@@ -1330,10 +1363,12 @@ static const Case cases[] = {
     /* BAR memory offered for mmap only when sealed against shrinking */
     { "bar/unsealed-file-not-offered", run_bar_offer, 0, 0, 8 },
     { "bar/sealed-memfd-offered", run_bar_offer, 1, 1, 8 },
+    { "bar/no-fd-to-max-msg-fds-0", run_bar_offer, 0, 1, 0 },
     /* MSI vectors the device is capable of, none without MSI */
     { "irq-info/edu-msi", run_irq_count, 1, 0, VFU_PCI_MSI_IRQ },
     { "irq-info/lsi-no-msi", run_irq_count, 0, 1, VFU_PCI_MSI_IRQ },
     { "irq-info/lsi-intx", run_irq_count, 1, 1, VFU_PCI_INTX_IRQ },
+    CUSTOM("handshake/silent-client", run_silent, 0, 0),
     CUSTOM("fault/stops-reading", run_no_read, HANGUP, 0),
     CUSTOM("limit/deferred-requests", run_defer_flood, -EBUSY, 0),
     CUSTOM("limit/deferred-no-reply", run_defer_flood, HANGUP, 1),

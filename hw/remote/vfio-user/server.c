@@ -111,6 +111,7 @@ struct VfuServer {
 
     VfuConn *conn;
     QEMUBH *deferred_bh;
+    QEMUTimer *handshake_timer;     /* a client that never sends VERSION */
     bool client_watched;
     bool negotiated;
     unsigned depth;
@@ -423,6 +424,10 @@ static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
                     "shrinking; not offered for mmap (use "
                     "memory-backend-memfd)", vfu_server_id(s), req->index);
         s->warned_unsealed_bar = true;
+    }
+    if (!vfu_conn_peer_limits(conn)->max_msg_fds) {
+        /* the offer is an fd, and this client takes none */
+        scan.n = 0;
     }
     len = sizeof(*info) +
           (scan.n ? sizeof(*cap) + scan.n * sizeof(cap->areas[0]) : 0);
@@ -877,6 +882,9 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     if (s->deferred_bh) {
         qemu_bh_cancel(s->deferred_bh);
     }
+    if (s->handshake_timer) {
+        timer_del(s->handshake_timer);
+    }
     vfu_conn_free(s->conn);
     s->conn = NULL;
     s->negotiated = false;
@@ -928,6 +936,7 @@ static bool vfu_server_negotiate(VfuServer *s)
     }
     if (r > 0 && vfu_conn_negotiate_server(s->conn, msg, &err) == 0) {
         s->negotiated = true;
+        timer_del(s->handshake_timer);
         vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
         return true;
     }
@@ -962,6 +971,18 @@ static bool vfu_server_serve_pending(VfuServer *s, bool drain)
         return false;
     }
     return true;
+}
+
+/* The client's VERSION did not come within the timeout: next client. */
+static void vfu_server_handshake_timeout(void *opaque)
+{
+    VfuServer *s = opaque;
+
+    if (s->conn && !s->negotiated) {
+        trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                         "no VERSION within the timeout");
+        vfu_server_drop_client(s, true);
+    }
 }
 
 static void vfu_server_client_read(void *opaque)
@@ -1022,6 +1043,13 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     if (!s->deferred_bh) {
         s->deferred_bh = qemu_bh_new(vfu_server_deferred_bh, s);
     }
+    /* the only client slot is not held by one that never negotiates */
+    if (!s->handshake_timer) {
+        s->handshake_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                          vfu_server_handshake_timeout, s);
+    }
+    timer_mod(s->handshake_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + s->timeout_ms);
     /*
      * An fd handler of the main loop rather than a GSource watch: glib
      * takes a watch's fds out of the poll set and back around each
@@ -1343,6 +1371,9 @@ static void vfu_server_finalize(Object *obj)
     if (s->deferred_bh) {
         qemu_bh_delete(s->deferred_bh);
     }
+    if (s->handshake_timer) {
+        timer_free(s->handshake_timer);
+    }
     g_free(s->socket);
     g_free(s->device);
     g_free(s->name);
@@ -1366,9 +1397,10 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
                               vfu_server_get_timeout, vfu_server_set_timeout,
                               NULL, NULL);
     object_class_property_set_description(oc, "timeout",
-        "ms to wait for the client's answer to a DMA request or for room "
-        "in its socket; also how long one stuck client can hold up the "
-        "other sockets of this process (default 5000)");
+        "ms to wait for the client's answer to a DMA request, for room "
+        "in its socket or for a new client's VERSION; also how long one "
+        "stuck client can hold up the other sockets of this process "
+        "(default 5000)");
     object_class_property_add_bool(oc, "map-unsealed-fds",
                                    vfu_server_get_map_unsealed,
                                    vfu_server_set_map_unsealed);
