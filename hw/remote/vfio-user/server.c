@@ -681,6 +681,19 @@ static int vfu_server_request(VfuConn *conn, VfuMsg *msg, void *opaque)
         trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
                                            vfu_command_name(msg->hdr.command),
                                            EBUSY, "nested too deep");
+        if (msg->hdr.flags & VFU_F_NO_REPLY) {
+            /*
+             * The client never sees an error reply to a posted write: it
+             * would be lost without a trace.  Say so and end the
+             * connection instead (the device is reset for the next one).
+             */
+            error_report("vfio-user-server %s: %s id %u with No_reply came "
+                         "%u requests deep and cannot be applied; dropping "
+                         "the client", vfu_server_id(s),
+                         vfu_command_name(msg->hdr.command), msg->hdr.msg_id,
+                         s->depth);
+            vfu_conn_shutdown(conn);
+        }
         return -EBUSY;
     }
     s->depth++;
