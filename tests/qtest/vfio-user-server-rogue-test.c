@@ -1508,6 +1508,81 @@ static void test_memory(void)
     g_assert_cmpint(rss[2] - rss[1], <, 24 * 1024);
 }
 
+/*
+ * A doorbell rung by a client whose earlier bytes are garbage: serving
+ * those first (as a ring must) drops the client and resets the device,
+ * so the ring is stale and must go nowhere, nor use the doorbell's
+ * entry as it was (the reset may replace it).  The remote is ours alone:
+ * to have the server see the ring before the garbage on the socket, both
+ * wait while it is stuck in edu's DMA_READ to us, and pci-testdev
+ * registers its doorbell only after our client connected, so that the
+ * doorbell's handler is dispatched before the socket's.
+ */
+static void test_stale_ring(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vfu-rogue-XXXXXX", NULL);
+    g_autofree char *edu_sock = g_strdup_printf("%s/edu.sock", dir);
+    g_autofree char *td_sock = g_strdup_printf("%s/td.sock", dir);
+    g_autofree char *log = g_strdup_printf("%s/trace.log", dir);
+    QTestState *q = qtest_initf(
+        "-M remote -accel tcg -nodefaults -device edu,id=e0 "
+        "-object vfio-user-server,id=v0,socket=%s,device=e0 "
+        "-device pci-testdev,id=td "
+        "-object vfio-user-server,id=vt,socket=%s,device=td "
+        "-trace vfio_user_srv_ioeventfd* -D %s", edu_sock, td_sock, log);
+    VfuConn *edu = tc_connect(edu_sock);
+    VfuConn *td = tc_connect(td_sock);
+    g_autoptr(VfuMsg) io = NULL, req = NULL;
+    g_autofree VfuDmaAccess *a = NULL;
+    VfuRegionIoFds iq = { .argsz = 256, .index = 0 };
+    VfuHeader junk = { .msg_id = 1, .command = VFU_CMD_REGION_READ,
+                       .size = 4 };
+    uint64_t one = 1;
+    unsigned stale = 0, passed = 0;
+    int bell;
+
+    /* pci-testdev's MMIO wildcard test: an ioeventfd at BAR0 0x801 */
+    tc_write(td, 0, 0, 1, 1);
+    g_assert_cmpint(tc_call(td, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &iq,
+                            sizeof(iq), NULL, 0, &io), ==, 0);
+    g_assert_cmpuint(io->nfds, ==, 1);
+    bell = io->fds[0];
+
+    req = start_dma_wait(edu);
+    vfu_header_encode(&junk, &junk);
+    g_assert_cmpint(qio_channel_write_all(vfu_conn_ioc(td), (char *)&junk,
+                                          sizeof(junk), NULL), ==, 0);
+    g_assert_cmpint(write(bell, &one, sizeof(one)), ==, sizeof(one));
+    a = g_malloc0(sizeof(*a) + 64);
+    *a = *(VfuDmaAccess *)req->payload;
+    g_assert_cmpint(vfu_conn_reply(edu, req, a, sizeof(*a) + a->count, NULL,
+                                   0, NULL), ==, 0);
+
+    g_assert_cmpint(await_hangup(td), ==, HANGUP);
+    /* the ring is logged either way; wait for it */
+    for (int i = 0; i < 500; i++) {
+        stale = vu_count_in_file(log, "rung by a client that is gone");
+        passed = vu_count_in_file(log, "rung, passed");
+        if (stale || passed) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    /* not passed on to the device (nor made as a write, had it none) */
+    g_assert_cmpuint(passed, ==, 0);
+    g_assert_cmpuint(stale, ==, 1);
+    /* and the server goes on */
+    vfu_conn_free(td);
+    td = tc_connect(td_sock);
+    g_assert_cmphex(tc_read(edu, 0, EDU_ID, 4), ==, 0x010000ed);
+
+    vfu_conn_free(td);
+    vfu_conn_free(edu);
+    qtest_quit(q);
+    unlink(log);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -1524,6 +1599,7 @@ int main(int argc, char **argv)
         qtest_add_data_func(path, &cases[i], test_case);
     }
     qtest_add_func("/vfio-user/server-rogue/memory", test_memory);
+    qtest_add_func("/vfio-user/server-rogue/stale-doorbell", test_stale_ring);
     ret = g_test_run();
     remote_stop();
     /* picked up by make check's summary */

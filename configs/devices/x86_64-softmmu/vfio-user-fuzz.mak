@@ -18,3 +18,5 @@ CONFIG_E1000_PCI=y
 # the server rogue qtest: BAR memory of ivshmem, lsi53c895a without MSI
 CONFIG_IVSHMEM_DEVICE=y
 CONFIG_LSI_SCSI_PCI=y
+# and pci-testdev, whose doorbell it rings after the client was dropped
+CONFIG_PCI_TESTDEV=y
