@@ -788,14 +788,19 @@ bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
     if (!get_uint_cap(c, VFU_CAP_MAX_MSG_FDS, 0, UINT32_MAX, &val, errp)) {
         return false;
     }
-    caps->max_msg_fds = val;
+    /*
+     * A peer may take more than we can ever send or receive; what it
+     * offers beyond that is clamped, so no user of the negotiated values
+     * sizes a transfer past our own limits.
+     */
+    caps->max_msg_fds = MIN(val, VFU_MAX_MSG_FDS);
 
     val = caps->max_data_xfer_size;
     if (!get_uint_cap(c, VFU_CAP_MAX_DATA_XFER_SIZE, VFU_MIN_XFER_SIZE,
                       UINT64_MAX, &val, errp)) {
         return false;
     }
-    caps->max_data_xfer_size = val;
+    caps->max_data_xfer_size = MIN(val, VFU_MAX_XFER_SIZE);
 
     val = caps->max_dma_maps;
     if (!get_uint_cap(c, VFU_CAP_MAX_DMA_MAPS, 1, UINT32_MAX, &val, errp)) {

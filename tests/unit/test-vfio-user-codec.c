@@ -1174,6 +1174,28 @@ static void test_mmap_areas_bad(void)
                                                NULL), ==, -1);
 }
 
+/*
+ * A peer may offer more than we can ever send: negotiated values are
+ * clamped to our hard limits, so nothing sizes a transfer (or an fd
+ * array) from the peer's word alone.
+ */
+static void test_version_clamped(void)
+{
+    VfuLimits caps;
+
+    g_assert(parse_json("{\"capabilities\":{\"max_msg_fds\":4000000000,"
+                        "\"max_data_xfer_size\":18446744073709551615}}",
+                        0, &caps, &error_abort));
+    g_assert_cmpuint(caps.max_msg_fds, ==, VFU_MAX_MSG_FDS);
+    g_assert_cmpuint(caps.max_data_xfer_size, ==, VFU_MAX_XFER_SIZE);
+    /* below the limits, the peer's word stands */
+    g_assert(parse_json("{\"capabilities\":{\"max_msg_fds\":3,"
+                        "\"max_data_xfer_size\":4096}}",
+                        0, &caps, &error_abort));
+    g_assert_cmpuint(caps.max_msg_fds, ==, 3);
+    g_assert_cmpuint(caps.max_data_xfer_size, ==, 4096);
+}
+
 int main(int argc, char **argv)
 {
     g_autoptr(GPtrArray) rts = NULL;
@@ -1238,5 +1260,6 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/conn/negotiate", test_negotiate);
     g_test_add_func("/vfio-user/conn/negotiate-server-rejects",
                     test_negotiate_server_rejects);
+    g_test_add_func("/vfio-user/codec/version/clamped", test_version_clamped);
     return g_test_run();
 }

@@ -15,3 +15,8 @@ CONFIG_VGA_PCI=y
 # and its other default devices (the qtests do not all use -nodefaults)
 CONFIG_PARALLEL=y
 CONFIG_E1000_PCI=y
+# the server rogue qtest: BAR memory of ivshmem, lsi53c895a without MSI
+CONFIG_IVSHMEM_DEVICE=y
+CONFIG_LSI_SCSI_PCI=y
+# and pci-testdev, whose doorbell it rings after the client was dropped
+CONFIG_PCI_TESTDEV=y

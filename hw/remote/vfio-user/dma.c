@@ -45,6 +45,7 @@ struct VfuDmaSpace {
     AddressSpace as;
     GList *maps;            /* of VfuDmaMapping */
     unsigned nr_maps;
+    uint64_t mmapped;       /* bytes of the mappings with host memory */
     VfuDmaPeerFunc *peer_fn;
     void *peer_opaque;
 };
@@ -375,8 +376,7 @@ static void *vfu_dma_mmap(int fd, uint64_t offset, uint64_t size,
 }
 
 int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
-                      bool mmap_fd, uint32_t max_maps, uint64_t pgsize,
-                      Error **errp)
+                      bool mmap_fd, const VfuDmaLimits *lim, Error **errp)
 {
     VfuDmaMapping *map;
     g_autofree char *name = NULL;
@@ -396,8 +396,8 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
         error_setg(errp, "DMA_MAP: neither READ nor WRITE");
         goto out;
     }
-    if (!vfu_dma_check_range(req->address, req->size, pgsize, "DMA_MAP",
-                             errp)) {
+    if (!vfu_dma_check_range(req->address, req->size, lim->pgsize,
+                             "DMA_MAP", errp)) {
         goto out;
     }
     if (fd < 0 && req->offset) {
@@ -413,9 +413,21 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
             goto out;
         }
     }
-    if (s->nr_maps >= max_maps) {
+    if (s->nr_maps >= lim->max_maps) {
         error_setg(errp, "DMA_MAP: already %u mappings", s->nr_maps);
         ret = -ENOSPC;
+        goto out;
+    }
+    /* memory reached by message costs us nothing: only mmaps count */
+    if (fd >= 0 && mmap_fd &&
+        (req->size > lim->max_map_size ||
+         req->size > lim->max_total_size - MIN(s->mmapped,
+                                               lim->max_total_size))) {
+        error_setg(errp, "DMA_MAP: 0x%" PRIx64 " bytes with 0x%" PRIx64
+                   " mapped already is past the limits (0x%" PRIx64
+                   " per mapping, 0x%" PRIx64 " in all)", req->size,
+                   s->mmapped, lim->max_map_size, lim->max_total_size);
+        ret = -ENOMEM;
         goto out;
     }
     /* even memory reached by message must be what the fd claims */
@@ -449,6 +461,7 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
     memory_region_add_subregion(&s->root, req->address, &map->mr);
     s->maps = g_list_prepend(s->maps, map);
     s->nr_maps++;
+    s->mmapped += host ? req->size : 0;
     trace_vfio_user_srv_dma_map(s->devfn, req->address, req->size,
                                 req->offset, req->flags, host != NULL);
     ret = 0;
@@ -466,6 +479,7 @@ static void vfu_dma_remove(VfuDmaSpace *s, VfuDmaMapping *map)
     memory_region_del_subregion(&s->root, &map->mr);
     s->maps = g_list_remove(s->maps, map);
     s->nr_maps--;
+    s->mmapped -= map->host ? map->size : 0;
     /* the FlatView and in-flight users drop their references later */
     object_unref(OBJECT(map));
 }

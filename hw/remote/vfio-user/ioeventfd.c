@@ -32,6 +32,7 @@ typedef struct VfuIoFd {
     bool match_data;
     uint64_t data;
     EventNotifier proxy;    /* what the client signals */
+    bool dead;              /* no proxy eventfd: never offered */
     EventNotifier *dev;     /* the device's ioeventfd, while registered */
 } VfuIoFd;
 
@@ -48,6 +49,8 @@ struct VfuIoFds {
     VfuIoFdsFlushFunc *flush;
     void *opaque;
     char *name;
+    /* bumped by vfu_iofds_reset(): the client the rings came from left */
+    unsigned generation;
 };
 
 static VfuIoFd *vfu_iofds_find(VfuIoFds *f, unsigned bar, uint64_t offset,
@@ -68,6 +71,7 @@ static void vfu_iofd_fired(EventNotifier *n)
 {
     VfuIoFd *e = container_of(n, VfuIoFd, proxy);
     VfuIoFds *f = e->owner;
+    unsigned generation = f->generation;
 
     if (!event_notifier_test_and_clear(n)) {
         return;
@@ -75,6 +79,15 @@ static void vfu_iofd_fired(EventNotifier *n)
     /* writes the client sent before ringing must reach the device first */
     if (f->flush) {
         f->flush(f->opaque);
+    }
+    /*
+     * The flush may have dropped the client, and the device was reset for
+     * the next one: this ring is stale.  Entries live as long as @f, so
+     * @e is still ours to look at.
+     */
+    if (f->generation != generation) {
+        trace_vfio_user_srv_ioeventfd_stale(f->name, e->bar, e->offset);
+        return;
     }
     trace_vfio_user_srv_ioeventfd_fired(f->name, e->bar, e->offset, !!e->dev);
     if (e->dev) {
@@ -182,18 +195,23 @@ VfuIoFds *vfu_iofds_new(AddressSpace **as, unsigned n, const char *name,
  */
 void vfu_iofds_reset(VfuIoFds *f)
 {
+    f->generation++;
     for (unsigned i = 0; i < f->fds->len; i++) {
         VfuIoFd *e = g_ptr_array_index(f->fds, i);
 
-        event_notifier_set_handler(&e->proxy, NULL);
-        event_notifier_cleanup(&e->proxy);
-        if (event_notifier_init(&e->proxy, 0) < 0) {
-            /* no doorbell for this one: the client gets messages there */
-            g_ptr_array_remove_index_fast(f->fds, i--);
-            g_free(e);
-            continue;
+        if (!e->dead) {
+            event_notifier_set_handler(&e->proxy, NULL);
+            event_notifier_cleanup(&e->proxy);
         }
-        event_notifier_set_handler(&e->proxy, vfu_iofd_fired);
+        /*
+         * Without a new eventfd the doorbell is not offered (the client
+         * gets messages there), but the entry stays: vfu_iofd_fired() of
+         * this very entry may be what is resetting us.
+         */
+        e->dead = event_notifier_init(&e->proxy, 0) < 0;
+        if (!e->dead) {
+            event_notifier_set_handler(&e->proxy, vfu_iofd_fired);
+        }
     }
 }
 
@@ -210,8 +228,10 @@ void vfu_iofds_free(VfuIoFds *f)
     for (unsigned i = 0; i < f->fds->len; i++) {
         VfuIoFd *e = g_ptr_array_index(f->fds, i);
 
-        event_notifier_set_handler(&e->proxy, NULL);
-        event_notifier_cleanup(&e->proxy);
+        if (!e->dead) {
+            event_notifier_set_handler(&e->proxy, NULL);
+            event_notifier_cleanup(&e->proxy);
+        }
         g_free(e);
     }
     g_ptr_array_free(f->fds, true);
@@ -227,7 +247,7 @@ unsigned vfu_iofds_get(VfuIoFds *f, unsigned bar, VfuSubRegionIoFd *subs,
     for (unsigned i = 0; i < f->fds->len && n < max; i++) {
         VfuIoFd *e = g_ptr_array_index(f->fds, i);
 
-        if (e->bar != bar) {
+        if (e->bar != bar || e->dead) {
             continue;
         }
         subs[n] = (VfuSubRegionIoFd) {

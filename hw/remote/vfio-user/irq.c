@@ -151,6 +151,22 @@ static void vfu_irq_close(int *fd, bool watched)
     }
 }
 
+/*
+ * The vectors a driver may enable (Multiple Message Capable), not the
+ * ones enabled now, which is 1 after reset; none without MSI, whose
+ * msi_cap offset 0 would read the device ID as MSI flags.
+ */
+static uint32_t vfu_msi_vectors_capable(PCIDevice *dev)
+{
+    uint16_t flags;
+
+    if (!msi_present(dev) || !dev->msi_cap) {
+        return 0;
+    }
+    flags = pci_get_word(dev->config + dev->msi_cap + PCI_MSI_FLAGS);
+    return 1u << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
+}
+
 VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name)
 {
     VfuIrqs *irqs = g_new0(VfuIrqs, 1);
@@ -159,7 +175,7 @@ VfuIrqs *vfu_irqs_new(PCIDevice *dev, const char *name)
     irqs->dev = dev;
     irqs->name = g_strdup(name);
     irqs->index[VFU_PCI_INTX_IRQ].count = pin ? 1 : 0;
-    irqs->index[VFU_PCI_MSI_IRQ].count = msi_nr_vectors_allocated(dev);
+    irqs->index[VFU_PCI_MSI_IRQ].count = vfu_msi_vectors_capable(dev);
     irqs->index[VFU_PCI_MSIX_IRQ].count = dev->msix_entries_nr;
     for (int i = 0; i < VFU_PCI_NUM_IRQS; i++) {
         VfuIrqIndex *x = &irqs->index[i];
@@ -269,6 +285,21 @@ static void vfu_irq_unmask_fd_read(void *opaque)
     }
 }
 
+/*
+ * Only eventfds: any other fd could be readable for good (the read end of
+ * a pipe whose writer closed, as an unmask fd, would make the main loop
+ * spin) or take writes that never reach the client.  The kernel names an
+ * eventfd's counter in its fdinfo.
+ */
+static bool vfu_irq_fd_is_eventfd(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *info = NULL;
+
+    return g_file_get_contents(path, &info, NULL, NULL) &&
+           strstr(info, "\neventfd-count:");
+}
+
 static void vfu_irq_set_fd(VfuIrqs *irqs, uint32_t index, uint32_t i,
                            uint32_t action, int fd)
 {
@@ -355,6 +386,12 @@ int vfu_irqs_set(VfuIrqs *irqs, const VfuIrqSet *set, int *fds, size_t nfds,
     if (data != VFU_IRQ_SET_DATA_EVENTFD && nfds) {
         error_setg(errp, "SET_IRQS: fds without DATA_EVENTFD");
         return -EINVAL;
+    }
+    for (size_t k = 0; k < nfds; k++) {
+        if (!vfu_irq_fd_is_eventfd(fds[k])) {
+            error_setg(errp, "SET_IRQS: fd %zu is not an eventfd", k);
+            return -EINVAL;
+        }
     }
     trace_vfio_user_srv_set_irqs(irqs->name, set->index, set->start,
                                  set->count, set->flags, nfds);

@@ -19,6 +19,8 @@
 #include "qemu/error-report.h"
 #include "qemu/bswap.h"
 #include "qemu/main-loop.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
 #include "qom/object.h"
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
@@ -42,6 +44,14 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
 #define VFU_SERVER_MAX_FDS      8
 #define VFU_SERVER_MAX_MAPS     1024
 #define VFU_SERVER_PGSIZE       4096
+/*
+ * Client memory we mmap, per mapping and in all, unless set otherwise.
+ * Each mmap'd GiB costs about 96 KiB of dirty bitmaps (3 bits per page)
+ * however sparse the client's file is, so this bounds what a client can
+ * make us spend to 24 MiB while covering the RAM of most guests; a
+ * bigger guest's client is told ENOMEM, and its owner raises the limit.
+ */
+#define VFU_SERVER_DMA_MAX      (256 * GiB)
 /*
  * Requests arriving during a DMA round trip are deferred (see
  * vfu_server_deferred), so nesting needs a nested event loop that runs
@@ -77,8 +87,12 @@ struct VfuServer {
     char *socket;
     char *device;
     uint32_t timeout_ms;
+    uint64_t max_dma_map_size;
+    uint64_t max_dma_total_size;
+    uint64_t max_data_xfer_size;    /* what we receive, advertised */
     bool map_unsealed_fds;
     bool warned_unsealed;
+    bool warned_unsealed_bar;
     /* the BAR registers as the client wrote them (see vfu_config_is_bar()) */
     uint8_t bar_regs[PCI_CONFIG_SPACE_SIZE];
     bool completed;
@@ -97,6 +111,7 @@ struct VfuServer {
 
     VfuConn *conn;
     QEMUBH *deferred_bh;
+    QEMUTimer *handshake_timer;     /* a client that never sends VERSION */
     bool client_watched;
     bool negotiated;
     unsigned depth;
@@ -321,6 +336,7 @@ typedef struct VfuMmapScan {
     int n;
     int fd;
     uint64_t base;          /* file offset of BAR offset 0 */
+    bool unsealed;          /* RAM left out: not sealed against shrinking */
 } VfuMmapScan;
 
 static bool vfu_mmap_scan_range(Int128 start, Int128 len,
@@ -342,6 +358,15 @@ static bool vfu_mmap_scan_range(Int128 start, Int128 len,
         return false;
     }
     fd = memory_region_get_fd(mr);
+    /*
+     * The client gets the fd read-write: a file it could shrink would make
+     * the device's next access to its own BAR fault and take the whole
+     * process down, so only memory sealed against shrinking is offered.
+     */
+    if (fd >= 0 && !vfu_fd_is_shrink_sealed(fd)) {
+        scan->unsealed = true;
+        return false;
+    }
     if (fd < 0 ||
         !object_dynamic_cast(memory_region_owner(mr), TYPE_MEMORY_BACKEND) ||
         !QEMU_IS_ALIGNED(bar_off | size | offset, page) ||
@@ -364,6 +389,7 @@ static void vfu_bar_mmap_areas(VfuServer *s, uint32_t index, VfuMmapScan *scan)
 {
     scan->n = 0;
     scan->fd = -1;
+    scan->unsealed = false;
     if (index >= VFU_NUM_BARS || index == VFU_PCI_ROM_REGION ||
         !s->bars->size[index] || s->bars->io[index]) {
         return;
@@ -393,6 +419,16 @@ static int vfu_handle_region_info(VfuServer *s, VfuConn *conn, VfuMsg *msg,
         return -EINVAL;
     }
     vfu_bar_mmap_areas(s, req->index, &scan);
+    if (scan.unsealed && !s->warned_unsealed_bar) {
+        warn_report("vfio-user-server %s: BAR%u memory is not sealed against "
+                    "shrinking; not offered for mmap (use "
+                    "memory-backend-memfd)", vfu_server_id(s), req->index);
+        s->warned_unsealed_bar = true;
+    }
+    if (!vfu_conn_peer_limits(conn)->max_msg_fds) {
+        /* the offer is an fd, and this client takes none */
+        scan.n = 0;
+    }
     len = sizeof(*info) +
           (scan.n ? sizeof(*cap) + scan.n * sizeof(cap->areas[0]) : 0);
     info = g_malloc0(len);
@@ -560,7 +596,12 @@ static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
                               Error **errp)
 {
     VfuDmaMap *req = (VfuDmaMap *)msg->payload;
-    const VfuLimits *ours = vfu_conn_local_limits(conn);
+    VfuDmaLimits lim = {
+        .max_maps = vfu_conn_local_limits(conn)->max_dma_maps,
+        .pgsize = VFU_SERVER_PGSIZE,
+        .max_map_size = s->max_dma_map_size,
+        .max_total_size = s->max_dma_total_size,
+    };
     int fd = msg->nfds ? vfu_msg_steal_fd(msg, 0) : -1;
     /*
      * A client could truncate an unsealed file and crash this process, and
@@ -571,8 +612,7 @@ static int vfu_handle_dma_map(VfuServer *s, VfuConn *conn, VfuMsg *msg,
     int ret;
 
     ret = vfu_dma_space_map(s->dma, req, fd,
-                            !unsealed || s->map_unsealed_fds,
-                            ours->max_dma_maps, VFU_SERVER_PGSIZE, errp);
+                            !unsealed || s->map_unsealed_fds, &lim, errp);
     if (ret) {
         return ret;
     }
@@ -641,6 +681,19 @@ static int vfu_server_request(VfuConn *conn, VfuMsg *msg, void *opaque)
         trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
                                            vfu_command_name(msg->hdr.command),
                                            EBUSY, "nested too deep");
+        if (msg->hdr.flags & VFU_F_NO_REPLY) {
+            /*
+             * The client never sees an error reply to a posted write: it
+             * would be lost without a trace.  Say so and end the
+             * connection instead (the device is reset for the next one).
+             */
+            error_report("vfio-user-server %s: %s id %u with No_reply came "
+                         "%u requests deep and cannot be applied; dropping "
+                         "the client", vfu_server_id(s),
+                         vfu_command_name(msg->hdr.command), msg->hdr.msg_id,
+                         s->depth);
+            vfu_conn_shutdown(conn);
+        }
         return -EBUSY;
     }
     s->depth++;
@@ -730,7 +783,12 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
                                                 "no client");
             return MEMTX_ERROR;
         }
-        max = vfu_conn_peer_limits(s->conn)->max_data_xfer_size;
+        /*
+         * The client takes requests of up to its limit, and the reply to a
+         * DMA_READ must fit ours, or we would drop the client for it.
+         */
+        max = MIN(vfu_conn_peer_limits(s->conn)->max_data_xfer_size,
+                  vfu_conn_local_limits(s->conn)->max_data_xfer_size);
         chunk = MIN(len, max);
         req = g_malloc0(sizeof(*req) + (is_write ? chunk : 0));
         req->address = addr;
@@ -837,6 +895,9 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     if (s->deferred_bh) {
         qemu_bh_cancel(s->deferred_bh);
     }
+    if (s->handshake_timer) {
+        timer_del(s->handshake_timer);
+    }
     vfu_conn_free(s->conn);
     s->conn = NULL;
     s->negotiated = false;
@@ -888,6 +949,7 @@ static bool vfu_server_negotiate(VfuServer *s)
     }
     if (r > 0 && vfu_conn_negotiate_server(s->conn, msg, &err) == 0) {
         s->negotiated = true;
+        timer_del(s->handshake_timer);
         vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
         return true;
     }
@@ -922,6 +984,18 @@ static bool vfu_server_serve_pending(VfuServer *s, bool drain)
         return false;
     }
     return true;
+}
+
+/* The client's VERSION did not come within the timeout: next client. */
+static void vfu_server_handshake_timeout(void *opaque)
+{
+    VfuServer *s = opaque;
+
+    if (s->conn && !s->negotiated) {
+        trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                         "no VERSION within the timeout");
+        vfu_server_drop_client(s, true);
+    }
 }
 
 static void vfu_server_client_read(void *opaque)
@@ -967,7 +1041,7 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
 
     vfu_limits_default(&ours);
     ours.max_msg_fds = VFU_SERVER_MAX_FDS;
-    ours.max_data_xfer_size = VFU_MAX_XFER_SIZE;
+    ours.max_data_xfer_size = s->max_data_xfer_size;
     ours.max_dma_maps = VFU_SERVER_MAX_MAPS;
     ours.pgsizes = VFU_SERVER_PGSIZE;
     ours.write_multiple = true;
@@ -982,6 +1056,13 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     if (!s->deferred_bh) {
         s->deferred_bh = qemu_bh_new(vfu_server_deferred_bh, s);
     }
+    /* the only client slot is not held by one that never negotiates */
+    if (!s->handshake_timer) {
+        s->handshake_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                          vfu_server_handshake_timeout, s);
+    }
+    timer_mod(s->handshake_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + s->timeout_ms);
     /*
      * An fd handler of the main loop rather than a GSource watch: glib
      * takes a watch's fds out of the poll set and back around each
@@ -1227,6 +1308,50 @@ static void vfu_server_set_timeout(Object *obj, Visitor *v, const char *name,
     s->timeout_ms = value;
 }
 
+static void vfu_server_get_u64(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    uint64_t *field = (uint64_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_size(v, name, field, errp);
+}
+
+/* A size of at least one page; DMA_MAPs check it as they come. */
+static void vfu_server_set_dma_max(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    uint64_t *field = (uint64_t *)((char *)obj + (uintptr_t)opaque);
+    uint64_t value;
+
+    if (!visit_type_size(v, name, &value, errp)) {
+        return;
+    }
+    if (value < VFU_SERVER_PGSIZE) {
+        error_setg(errp, "'%s' must be at least %d bytes", name,
+                   VFU_SERVER_PGSIZE);
+        return;
+    }
+    *field = value;
+}
+
+static void vfu_server_set_xfer_size(Object *obj, Visitor *v,
+                                     const char *name, void *opaque,
+                                     Error **errp)
+{
+    uint64_t value;
+
+    if (!visit_type_size(v, name, &value, errp)) {
+        return;
+    }
+    if (value < VFU_MIN_XFER_SIZE || value > VFU_MAX_XFER_SIZE) {
+        error_setg(errp, "'%s' must be %d to %d bytes", name,
+                   VFU_MIN_XFER_SIZE, VFU_MAX_XFER_SIZE);
+        return;
+    }
+    /* applies to the next client */
+    VFU_SERVER(obj)->max_data_xfer_size = value;
+}
+
 static bool vfu_server_get_map_unsealed(Object *obj, Error **errp)
 {
     return VFU_SERVER(obj)->map_unsealed_fds;
@@ -1240,7 +1365,12 @@ static void vfu_server_set_map_unsealed(Object *obj, bool value,
 
 static void vfu_server_instance_init(Object *obj)
 {
-    VFU_SERVER(obj)->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+    VfuServer *s = VFU_SERVER(obj);
+
+    s->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
+    s->max_dma_map_size = VFU_SERVER_DMA_MAX;
+    s->max_dma_total_size = VFU_SERVER_DMA_MAX;
+    s->max_data_xfer_size = VFU_MAX_XFER_SIZE;
 }
 
 static void vfu_server_finalize(Object *obj)
@@ -1253,6 +1383,9 @@ static void vfu_server_finalize(Object *obj)
     vfu_server_stop(s);
     if (s->deferred_bh) {
         qemu_bh_delete(s->deferred_bh);
+    }
+    if (s->handshake_timer) {
+        timer_free(s->handshake_timer);
     }
     g_free(s->socket);
     g_free(s->device);
@@ -1277,9 +1410,10 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
                               vfu_server_get_timeout, vfu_server_set_timeout,
                               NULL, NULL);
     object_class_property_set_description(oc, "timeout",
-        "ms to wait for the client's answer to a DMA request or for room "
-        "in its socket; also how long one stuck client can hold up the "
-        "other sockets of this process (default 5000)");
+        "ms to wait for the client's answer to a DMA request, for room "
+        "in its socket or for a new client's VERSION; also how long one "
+        "stuck client can hold up the other sockets of this process "
+        "(default 5000)");
     object_class_property_add_bool(oc, "map-unsealed-fds",
                                    vfu_server_get_map_unsealed,
                                    vfu_server_set_map_unsealed);
@@ -1288,6 +1422,28 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
         "against shrinking (a client that then truncates the file crashes "
         "this process); by default such memory is reached by DMA_READ/"
         "DMA_WRITE messages");
+    object_class_property_add(oc, "max-dma-map-size", "size",
+                              vfu_server_get_u64, vfu_server_set_dma_max,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_dma_map_size));
+    object_class_property_set_description(oc, "max-dma-map-size",
+        "largest DMA mapping of the client's memory to mmap; a bigger one "
+        "gets ENOMEM (default 256G)");
+    object_class_property_add(oc, "max-dma-total-size", "size",
+                              vfu_server_get_u64, vfu_server_set_dma_max,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_dma_total_size));
+    object_class_property_set_description(oc, "max-dma-total-size",
+        "client memory mmap'd at a time, in all mappings; past it, "
+        "DMA_MAP gets ENOMEM (default 256G)");
+    object_class_property_add(oc, "x-max-data-xfer-size", "size",
+                              vfu_server_get_u64, vfu_server_set_xfer_size,
+                              NULL, (void *)offsetof(VfuServer,
+                                                     max_data_xfer_size));
+    object_class_property_set_description(oc, "x-max-data-xfer-size",
+        "max_data_xfer_size advertised to the next client: the largest "
+        "data count it may send us, and our DMA requests' chunk size "
+        "(512 to 1M, default 1M)");
 }
 
 static const TypeInfo vfu_server_info = {

@@ -61,6 +61,18 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
                             void *opaque);
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
+/* What one client may map */
+typedef struct VfuDmaLimits {
+    uint32_t max_maps;
+    uint64_t pgsize;
+    /*
+     * Bytes of client memory mmap'd into this process, per mapping and
+     * in all: each becomes a RAMBlock whose dirty bitmaps grow with it.
+     */
+    uint64_t max_map_size;
+    uint64_t max_total_size;
+} VfuDmaLimits;
+
 /*
  * Add a mapping; @fd (or -1) is consumed whatever the outcome.  With
  * @mmap_fd false the fd is only checked and the mapping is reached by
@@ -68,8 +80,7 @@ unsigned vfu_dma_space_count(VfuDmaSpace *s);
  * error reply.
  */
 int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
-                      bool mmap_fd, uint32_t max_maps, uint64_t pgsize,
-                      Error **errp);
+                      bool mmap_fd, const VfuDmaLimits *lim, Error **errp);
 int vfu_dma_space_unmap(VfuDmaSpace *s, const VfuDmaUnmap *req,
                         uint64_t pgsize, Error **errp);
 void vfu_dma_space_unmap_all(VfuDmaSpace *s);
