@@ -361,24 +361,6 @@ static bool send_input(Peer *p, const uint8_t *data, size_t size,
     return true;
 }
 
-/*
- * Linked with --wrap=hw_error: a device model that stops the machine on
- * purpose (edu on an out-of-range DMA, which its guest can ask for just
- * as well) ends the run, but it is not a bug of vfio-user.
- */
-G_NORETURN void __wrap_hw_error(const char *fmt, ...);
-G_NORETURN void __wrap_hw_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    fprintf(stderr, "vfio-user fuzz: the device stopped: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    _Exit(0);
-}
-
 /* Fork, run @fn in the child, and turn a child's death into a crash. */
 static void run_forked(QTestState *s, const uint8_t *data, size_t size,
                        void (*fn)(QTestState *, const uint8_t *, size_t))
