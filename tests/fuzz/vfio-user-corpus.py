@@ -132,6 +132,15 @@ def server_seeds():
     s.req(SET_IRQS, struct.pack('<IIIII', 21, 2 | 8, 0, 0, 1) + b'\x01')
     s.req(SET_IRQS, struct.pack('<IIIII', 20, 1 | 32, 0, 0, 0))
     seeds['irqs'] = s.out
+
+    # edu DMA outside edu's buffer: edu would call hw_error(), which the
+    # target does not let happen (scripts/vfio-user-fuzz.py replays this
+    # one without that guard to show that hw_error counts as a crash)
+    s = Stream()
+    for off, val in ((EDU_DMA_SRC, 0x100000), (EDU_DMA_DST, 0),
+                     (EDU_DMA_CNT, 64), (EDU_DMA_CMD, 1)):
+        s.req(REGION_WRITE, region_access(BAR0, off, struct.pack('<Q', val)))
+    seeds['dma-out-of-range'] = s.out
     return seeds
 
 

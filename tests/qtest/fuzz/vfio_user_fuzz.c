@@ -435,6 +435,57 @@ static void server_pre_fuzz(QTestState *s)
     atexit(remove_fuzz_dir);
 }
 
+/* edu's DMA registers and buffer (docs/specs/edu.txt) */
+#define EDU_DMA_SRC         0x80
+#define EDU_DMA_DST         0x88
+#define EDU_DMA_CNT         0x90
+#define EDU_DMA_CMD         0x98
+#define EDU_DMA_RUN         0x1
+#define EDU_DMA_TO_PCI      0x2
+#define EDU_DMA_START       0x40000
+#define EDU_DMA_SIZE        4096
+
+static uint64_t edu_reg(MemoryRegion *mr, hwaddr addr)
+{
+    uint64_t val = 0;
+
+    memory_region_dispatch_read(mr, addr, &val, MO_64 | MO_TE,
+                                MEMTXATTRS_UNSPECIFIED);
+    return val;
+}
+
+/*
+ * edu calls hw_error() for a DMA outside its buffer, which its guest (here
+ * the client) may ask for: a known flaw of that test device, found by any
+ * input that touches its DMA registers, not one of vfio-user.  Would the
+ * DMA that the next clock step runs stop the machine?  Then the clock is
+ * left alone.  VFIO_USER_FUZZ_EDU_UNCHECKED=1 lets it run, to show that
+ * hw_error counts as a crash.
+ */
+static bool edu_dma_stops_machine(void)
+{
+    Object *obj = object_resolve_path("/machine/peripheral/e0", NULL);
+    MemoryRegion *mr = PCI_DEVICE(obj)->io_regions[0].memory;
+    uint64_t cmd = edu_reg(mr, EDU_DMA_CMD);
+    uint64_t addr, end;
+
+    if (!(cmd & EDU_DMA_RUN) || getenv("VFIO_USER_FUZZ_EDU_UNCHECKED")) {
+        return false;
+    }
+    /* edu's own check: start and end inside, end excluded */
+    addr = edu_reg(mr, (cmd & EDU_DMA_TO_PCI) ? EDU_DMA_SRC : EDU_DMA_DST);
+    end = addr + edu_reg(mr, EDU_DMA_CNT);
+    if (addr >= EDU_DMA_START && addr < EDU_DMA_START + EDU_DMA_SIZE &&
+        end > addr && end < EDU_DMA_START + EDU_DMA_SIZE) {
+        return false;
+    }
+    if (debug) {
+        fprintf(stderr, "vfio-user fuzz: edu DMA out of its buffer, "
+                "not run\n");
+    }
+    return true;
+}
+
 static void server_one(QTestState *s, const uint8_t *data, size_t size)
 {
     static const char json[] =
@@ -465,7 +516,8 @@ static void server_one(QTestState *s, const uint8_t *data, size_t size)
         send_all(p.fd, sentinel, sizeof(sentinel), NULL, 0);
         run_until(&p, &p.sentinel, "the sentinel's reply");
     }
-    if (qatomic_read(&p.sentinel) && !qatomic_read(&p.eof)) {
+    if (qatomic_read(&p.sentinel) && !qatomic_read(&p.eof) &&
+        !edu_dma_stops_machine()) {
         /* let edu's DMA timer and its interrupts run with the client on */
         for (int i = 0; i < 4; i++) {
             qtest_clock_step(s, 200 * SCALE_MS);
