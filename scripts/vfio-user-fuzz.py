@@ -26,7 +26,7 @@ import vfio_user_session
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = os.path.join(HERE, '..', 'tests', 'fuzz', 'vfio-user-corpus.py')
-TARGETS = ['vfio-user-server', 'vfio-user-client']
+TARGETS = ['vfio-user-server', 'vfio-user-client', 'vfio-user-realize']
 
 # Sanitizers: any report is fatal; QEMU's teardown leaks are not ours and
 # every input runs in a child that exits with _Exit, so no leak check.
