@@ -16,7 +16,8 @@ tests/qtest/fuzz/vfio_user_fuzz.c expect them:
            lsi53c895a, edu: their replies as vfio-user-capture.py recorded
            them in vfio-user-devices.json) described as the realize target
            reads them, then crafted ones: capability chains that end near
-           the end of config space, sparse mmap areas, doorbells.
+           the end of config space, sparse mmap areas, doorbells (also
+           two that KVM would refuse together).
 
 usage: vfio-user-corpus.py OUTDIR
 """
@@ -319,8 +320,13 @@ def realize_seeds():
 
     mmap_bar0 = region_info(0, 0x4000, RD | WR | MMAP,
                             sparse_mmap([(0, 0x1000), (0x1000, 0x1000)]))
-    doorbells = io_fds(0, [(0x1000, 4, 0, 0, 0), (0x1004, 4, 1, 1, 7)])
+    doorbells = io_fds(0, [(0x3800, 4, 0, 0, 0), (0x3808, 4, 1, 1, 7)])
     seeds['crafted-msix-mmap-doorbells'] = crafted(
+        [(CAP_MSI, 0x40), (CAP_MSIX, 0x60)], 0x0180, mmap_bar0, doorbells)
+    # one doorbell twice, with and without data match: KVM refuses the
+    # second (issue 13 item 2), which the target checks as KVM would
+    doorbells = io_fds(0, [(0x3800, 4, 0, 0, 0), (0x3800, 4, 1, 1, 7)])
+    seeds['crafted-doorbells-collide'] = crafted(
         [(CAP_MSI, 0x40), (CAP_MSIX, 0x60)], 0x0180, mmap_bar0, doorbells)
     for pos in (0xec, 0xf0, 0xf4):
         seeds[f'crafted-msi-at-{pos:x}'] = crafted([(CAP_MSI, pos)], 0x0180)

@@ -449,6 +449,97 @@ static void remove_fuzz_dir(void)
     rmdir(fuzz_dir);
 }
 
+/*
+ * KVM refuses an ioeventfd that collides with one it has (same bus and
+ * address, and same length with a wildcard or the same data), and QEMU
+ * then aborts (kvm_mem_ioeventfd_add).  The fuzzer runs without KVM: a
+ * listener applies KVM's rule, so that such inputs are findings here too.
+ */
+typedef struct KvmLikeIoeventfd {
+    hwaddr addr;
+    uint64_t size;
+    bool match_data;
+    uint64_t data;
+} KvmLikeIoeventfd;
+
+typedef struct KvmLikeBus {
+    MemoryListener listener;
+    GArray *fds;                /* KvmLikeIoeventfd */
+} KvmLikeBus;
+
+static KvmLikeBus kvm_like_mmio, kvm_like_pio;
+
+static KvmLikeIoeventfd kvm_like_entry(MemoryRegionSection *section,
+                                       bool match_data, uint64_t data)
+{
+    return (KvmLikeIoeventfd) {
+        .addr = section->offset_within_address_space,
+        .size = int128_get64(section->size),
+        .match_data = match_data,
+        .data = data,
+    };
+}
+
+static void kvm_like_eventfd_add(MemoryListener *listener,
+                                 MemoryRegionSection *section,
+                                 bool match_data, uint64_t data,
+                                 EventNotifier *e)
+{
+    KvmLikeBus *bus = container_of(listener, KvmLikeBus, listener);
+    KvmLikeIoeventfd n = kvm_like_entry(section, match_data, data);
+
+    for (guint i = 0; i < bus->fds->len; i++) {
+        KvmLikeIoeventfd *o = &g_array_index(bus->fds, KvmLikeIoeventfd, i);
+
+        if (o->addr == n.addr &&
+            (!o->size || !n.size ||
+             (o->size == n.size &&
+              (!o->match_data || !n.match_data || o->data == n.data)))) {
+            fprintf(stderr, "vfio-user fuzz: the ioeventfd at 0x%" HWADDR_PRIx
+                    " (%" PRIu64 " bytes) collides with one registered: KVM "
+                    "would refuse it and QEMU abort\n", n.addr, n.size);
+            abort();
+        }
+    }
+    g_array_append_val(bus->fds, n);
+}
+
+static void kvm_like_eventfd_del(MemoryListener *listener,
+                                 MemoryRegionSection *section,
+                                 bool match_data, uint64_t data,
+                                 EventNotifier *e)
+{
+    KvmLikeBus *bus = container_of(listener, KvmLikeBus, listener);
+    KvmLikeIoeventfd n = kvm_like_entry(section, match_data, data);
+
+    for (guint i = 0; i < bus->fds->len; i++) {
+        KvmLikeIoeventfd *o = &g_array_index(bus->fds, KvmLikeIoeventfd, i);
+
+        if (o->addr == n.addr && o->size == n.size &&
+            o->match_data == n.match_data && o->data == n.data) {
+            g_array_remove_index(bus->fds, i);
+            return;
+        }
+    }
+}
+
+/* From now on, in this child, ioeventfds must pass KVM's check. */
+static void kvm_like_ioeventfds(void)
+{
+    KvmLikeBus *buses[] = { &kvm_like_mmio, &kvm_like_pio };
+    AddressSpace *spaces[] = { &address_space_memory, &address_space_io };
+
+    for (int i = 0; i < ARRAY_SIZE(buses); i++) {
+        buses[i]->fds = g_array_new(false, true, sizeof(KvmLikeIoeventfd));
+        buses[i]->listener = (MemoryListener) {
+            .name = "vfio-user-fuzz-kvm-like",
+            .eventfd_add = kvm_like_eventfd_add,
+            .eventfd_del = kvm_like_eventfd_del,
+        };
+        memory_listener_register(&buses[i]->listener, spaces[i]);
+    }
+}
+
 /* ---- server target -------------------------------------------------------- */
 
 static GString *server_cmdline(FuzzTarget *t)
@@ -723,6 +814,7 @@ static void client_one(QTestState *s, const uint8_t *data, size_t size)
     DeviceState *dev;
     PCIDevice *pdev;
 
+    kvm_like_ioeventfds();
     qemu_thread_create(&accept_thread, "vfio-user-fuzz-peer",
                        client_accept_thread, &p, QEMU_THREAD_JOINABLE);
     dev = qdev_new("vfio-user-pci");
@@ -1150,6 +1242,7 @@ static void realize_one(QTestState *s, const uint8_t *data, size_t size)
     DeviceState *dev;
 
     realize_parse(data, size);
+    kvm_like_ioeventfds();
     qemu_thread_create(&accept_thread, "vfio-user-fuzz-peer",
                        client_accept_thread, &p, QEMU_THREAD_JOINABLE);
     dev = qdev_new("vfio-user-pci");
