@@ -15,9 +15,9 @@
  * other's state; a child that dies is reported as a crash of the input.
  *
  * In the server and client targets an input is a byte stream of vfio-user
- * messages (see the seeds made by
- * tests/fuzz/vfio-user-corpus.py).  It is framed by the headers' size
- * fields so that fds can go with the messages that carry them:
+ * messages (see the seeds made by tests/fuzz/vfio-user-corpus.py).  It is
+ * framed by the headers' size fields so that fds can go with the messages
+ * that carry them:
  *   DMA_MAP with bit 15 of msg_id set: a 1 MiB memfd, sealed against
  *   shrinking unless bit 14 is set too;
  *   SET_IRQS with DATA_EVENTFD: min(count, 8) eventfds.
