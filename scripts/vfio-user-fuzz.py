@@ -8,6 +8,9 @@ TAP line per target gives its executions and crashes, e.g.
 
   ok 1 - vfio-user-server: 41234 executions in 30 s, 0 crashes
 
+and a last one shows that an input reaching hw_error() is a crash: the
+server seed dma-out-of-range replayed with the target's edu guard off.
+
 Also used by scripts/vfio-user-check.py (make check).
 """
 
@@ -23,7 +26,7 @@ import vfio_user_session
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = os.path.join(HERE, '..', 'tests', 'fuzz', 'vfio-user-corpus.py')
-TARGETS = ['vfio-user-server', 'vfio-user-client']
+TARGETS = ['vfio-user-server', 'vfio-user-client', 'vfio-user-realize']
 
 # Sanitizers: any report is fatal; QEMU's teardown leaks are not ours and
 # every input runs in a child that exits with _Exit, so no leak check.
@@ -49,6 +52,11 @@ def make_seeds(seed_dir):
     subprocess.run([sys.executable, GENERATOR, seed_dir], check=True)
 
 
+def failed_run(rc, out):
+    """Did libFuzzer, or a sanitizer, report a finding?"""
+    return rc != 0 or re.search(r'==\d+==ERROR|runtime error:', out)
+
+
 def run_target(binary, target, secs, corpus_root, seed_dir, artifacts):
     """Returns (ok, executions, crashes, tail of the output)."""
     corpus = os.path.join(corpus_root, target)
@@ -66,13 +74,29 @@ def run_target(binary, target, secs, corpus_root, seed_dir, artifacts):
     execs = int(m.group(1)) if m else 0
     new = sorted(set(os.listdir(artifacts)) - before)
     crashes = len(new)
-    if rc != 0 or re.search(r'==\d+==ERROR|runtime error:', out):
+    if failed_run(rc, out):
         crashes = max(crashes, 1)
     ok = crashes == 0 and execs > 0
     tail = '\n'.join(out.splitlines()[-80:])
     if new:
         tail += '\nsaved: ' + ' '.join(os.path.join(artifacts, n) for n in new)
     return ok, execs, crashes, tail
+
+
+def check_hw_error_is_crash(binary, seed_dir):
+    """Replay the server seed whose edu DMA leaves edu's buffer, with the
+    target's guard off: edu calls hw_error(), and libFuzzer must report a
+    crash.  Returns (ok, what happened)."""
+    seed = os.path.join(seed_dir, 'server', 'dma-out-of-range')
+    env = sanitizer_env()
+    env['VFIO_USER_FUZZ_EDU_UNCHECKED'] = '1'
+    rc, out, _ = vfio_user_session.run(
+        [binary, '--fuzz-target=vfio-user-server', seed], 300, env=env)
+    reached = 'EDU: DMA range' in out
+    ok = reached and rc is not None and bool(failed_run(rc, out))
+    what = (f'hw_error {"reached" if reached else "NOT reached"}, '
+            f'exit code {rc}, {"a" if ok else "no"} crash reported')
+    return ok, what, '\n'.join(out.splitlines()[-40:])
 
 
 def run_all(binary, targets, secs, corpus_root, artifacts, first=1):
@@ -91,6 +115,14 @@ def run_all(binary, targets, secs, corpus_root, artifacts, first=1):
             else:
                 failed += 1
                 print(f'--- output of {t} ---\n{tail}\n---', flush=True)
+        ok, what, tail = check_hw_error_is_crash(binary, seed_dir)
+        print(f'{"ok" if ok else "not ok"} {first + len(targets)} - '
+              f'an input reaching hw_error is a crash: {what}', flush=True)
+        if ok:
+            passed += 1
+        else:
+            failed += 1
+            print(f'--- output ---\n{tail}\n---', flush=True)
     finally:
         shutil.rmtree(seed_dir, ignore_errors=True)
     return passed, failed
