@@ -894,6 +894,16 @@ bool vfu_fd_is_shrink_sealed(int fd)
     return seals >= 0 && (seals & F_SEAL_SHRINK);
 }
 
+bool vfu_fd_is_eventfd(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *info = NULL;
+
+    /* the kernel names an eventfd's counter in its fdinfo */
+    return g_file_get_contents(path, &info, NULL, NULL) &&
+           strstr(info, "\neventfd-count:");
+}
+
 bool vfu_fd_check_file(int fd, uint64_t end, Error **errp)
 {
     struct stat st;

@@ -41,19 +41,6 @@ struct VfuIoeventfd {
     uint64_t data;
 };
 
-static bool vfu_fd_is_eventfd(int fd)
-{
-    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
-    char target[32];
-    ssize_t n = readlink(path, target, sizeof(target) - 1);
-
-    if (n < 0) {
-        return false;
-    }
-    target[n] = 0;
-    return g_str_equal(target, "anon_inode:[eventfd]");
-}
-
 static bool vfu_ioeventfd_known(VfuPciDevice *dev, VfuPciBar *bar,
                                 const VfuSubRegionIoFd *sub)
 {

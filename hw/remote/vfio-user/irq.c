@@ -285,21 +285,6 @@ static void vfu_irq_unmask_fd_read(void *opaque)
     }
 }
 
-/*
- * Only eventfds: any other fd could be readable for good (the read end of
- * a pipe whose writer closed, as an unmask fd, would make the main loop
- * spin) or take writes that never reach the client.  The kernel names an
- * eventfd's counter in its fdinfo.
- */
-static bool vfu_irq_fd_is_eventfd(int fd)
-{
-    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
-    g_autofree char *info = NULL;
-
-    return g_file_get_contents(path, &info, NULL, NULL) &&
-           strstr(info, "\neventfd-count:");
-}
-
 static void vfu_irq_set_fd(VfuIrqs *irqs, uint32_t index, uint32_t i,
                            uint32_t action, int fd)
 {
@@ -387,8 +372,9 @@ int vfu_irqs_set(VfuIrqs *irqs, const VfuIrqSet *set, int *fds, size_t nfds,
         error_setg(errp, "SET_IRQS: fds without DATA_EVENTFD");
         return -EINVAL;
     }
+    /* a pipe as unmask fd whose writer closed would make us spin */
     for (size_t k = 0; k < nfds; k++) {
-        if (!vfu_irq_fd_is_eventfd(fds[k])) {
+        if (!vfu_fd_is_eventfd(fds[k])) {
             error_setg(errp, "SET_IRQS: fd %zu is not an eventfd", k);
             return -EINVAL;
         }

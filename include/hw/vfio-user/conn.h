@@ -173,5 +173,11 @@ int vfu_conn_negotiate_server(VfuConn *conn, VfuMsg *req, Error **errp);
 bool vfu_fd_is_shrink_sealed(int fd);
 /* @fd is a regular file (or memfd) of at least @end bytes. */
 bool vfu_fd_check_file(int fd, uint64_t end, Error **errp);
+/*
+ * @fd is an eventfd.  A peer's fd that QEMU writes or polls must be one:
+ * a pipe could block a write, or stay readable for good and make the
+ * main loop spin.
+ */
+bool vfu_fd_is_eventfd(int fd);
 
 #endif /* HW_VFIO_USER_CONN_H */
