@@ -314,6 +314,21 @@ unsigned vfu_dma_space_count(VfuDmaSpace *s)
     return s->nr_maps;
 }
 
+void vfu_dma_space_stats(VfuDmaSpace *s, VfuDmaStats *st)
+{
+    memset(st, 0, sizeof(*st));
+    for (GList *l = s->maps; l; l = l->next) {
+        VfuDmaMapping *m = l->data;
+
+        st->maps++;
+        st->bytes += m->size;
+        if (m->host) {
+            st->mmapped_maps++;
+            st->mmapped_bytes += m->size;
+        }
+    }
+}
+
 static bool vfu_dma_check_range(uint64_t addr, uint64_t size, uint64_t pgsize,
                                 const char *what, Error **errp)
 {

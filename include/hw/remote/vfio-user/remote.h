@@ -61,6 +61,15 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
                             void *opaque);
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
+/* The client's mappings, in all and those mmap'd here (the rest by message) */
+typedef struct VfuDmaStats {
+    uint64_t maps;
+    uint64_t bytes;
+    uint64_t mmapped_maps;
+    uint64_t mmapped_bytes;
+} VfuDmaStats;
+void vfu_dma_space_stats(VfuDmaSpace *s, VfuDmaStats *st);
+
 /* What one client may map */
 typedef struct VfuDmaLimits {
     uint32_t max_maps;
@@ -139,5 +148,27 @@ void vfu_iofds_reset(VfuIoFds *f);
  */
 unsigned vfu_iofds_get(VfuIoFds *f, unsigned bar, VfuSubRegionIoFd *subs,
                        int *fds, unsigned max);
+
+/* ---- info.c: monitor view of the servers (x-query-vfio-user) ---------- */
+
+#define TYPE_VFU_SERVER "vfio-user-server"
+
+typedef struct VfuConn VfuConn;
+
+/* What server.c tells info.c about one vfio-user-server */
+typedef struct VfuServerStatus {
+    const char *socket;     /* its path, or fd:NAME */
+    const char *device;
+    bool listening;         /* started: accepts a client when it has none */
+    VfuConn *conn;          /* the client's connection, or NULL */
+    bool negotiated;
+    VfuDmaSpace *dma;       /* NULL until started */
+} VfuServerStatus;
+
+/* server.c */
+void vfu_server_get_status(Object *obj, VfuServerStatus *st);
+/* info.c: a client's connection ends (QMP event) */
+void vfu_server_info_client_gone(Object *obj, VfuConn *conn,
+                                 const char *why);
 
 #endif /* HW_REMOTE_VFIO_USER_REMOTE_H */
