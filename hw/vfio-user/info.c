@@ -18,12 +18,8 @@ static VfioUserDmaMappings *vfu_pci_info_dma(VfuPciDevice *dev)
     for (guint i = 0; dev->mappings && i < dev->mappings->len; i++) {
         VfuDmaMapping *map = &g_array_index(dev->mappings, VfuDmaMapping, i);
 
-        m->count++;
-        m->bytes += map->size;
-        if (map->has_fd) {
-            m->fd_count++;
-            m->fd_bytes += map->size;
-        }
+        vfu_monitor_add_mapping(m, map->iova, map->size, map->flags,
+                                map->has_fd);
     }
     return m;
 }

@@ -31,6 +31,30 @@ void vfu_monitor_register(VfuMonitorListFunc *fn)
     g_assert_not_reached();
 }
 
+void vfu_monitor_add_mapping(VfioUserDmaMappings *m, uint64_t iova,
+                             uint64_t size, uint32_t flags, bool fd)
+{
+    VfioUserDmaMapping *map = g_new0(VfioUserDmaMapping, 1);
+    VfioUserDmaMappingList **pos = &m->mappings;
+
+    map->iova = iova;
+    map->size = size;
+    map->readable = flags & VFU_DMA_MAP_F_READ;
+    map->writable = flags & VFU_DMA_MAP_F_WRITE;
+    map->fd = fd;
+    /* in address order, whatever order the caller keeps them in */
+    while (*pos && (*pos)->value->iova < iova) {
+        pos = &(*pos)->next;
+    }
+    QAPI_LIST_PREPEND(*pos, map);
+    m->count++;
+    m->bytes += size;
+    if (fd) {
+        m->fd_count++;
+        m->fd_bytes += size;
+    }
+}
+
 static VfioUserCapabilities *caps_info(const VfuLimits *l)
 {
     VfioUserCapabilities *c = g_new0(VfioUserCapabilities, 1);
@@ -115,7 +139,7 @@ VfioUserInfo *qmp_x_query_vfio_user(Error **errp)
     return info;
 }
 
-/* ---- HMP ------------------------------------------------------------------ */
+/* ---- HMP --------------------------------------------------------------- */
 
 static void hmp_print_caps(Monitor *mon, const char *who,
                            const VfioUserCapabilities *c)
@@ -133,6 +157,13 @@ static void hmp_print_dma(Monitor *mon, const VfioUserDmaMappings *m,
     monitor_printf(mon, "  DMA mappings: %" PRIu64 " (%" PRIu64 " bytes), "
                    "%s %" PRIu64 " (%" PRIu64 " bytes)\n", m->count, m->bytes,
                    fd_what, m->fd_count, m->fd_bytes);
+    for (VfioUserDmaMappingList *l = m->mappings; l; l = l->next) {
+        monitor_printf(mon, "    0x%" PRIx64 "+0x%" PRIx64 " %s%s %s\n",
+                       l->value->iova, l->value->size,
+                       l->value->readable ? "r" : "-",
+                       l->value->writable ? "w" : "-",
+                       l->value->fd ? fd_what : "by message");
+    }
 }
 
 static void hmp_print_conn(Monitor *mon, const VfioUserConnectionInfo *ci,

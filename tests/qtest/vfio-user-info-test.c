@@ -138,6 +138,39 @@ static uint64_t mappings(QDict *entry, const char *name)
     return qdict_get_int(qdict_get_qdict(entry, "dma-mappings"), name);
 }
 
+/*
+ * The server holds exactly the mappings the client sent, in address
+ * order; @fd: each is mmap'd where it went with an fd.
+ */
+static void assert_mappings_match(QDict *client, QDict *server, bool fd)
+{
+    QDict *cm = qdict_get_qdict(client, "dma-mappings");
+    QDict *sm = qdict_get_qdict(server, "dma-mappings");
+    QList *cl = qdict_get_qlist(cm, "mappings");
+    QList *sl = qdict_get_qlist(sm, "mappings");
+    const QListEntry *ce = qlist_first(cl), *se = qlist_first(sl);
+    uint64_t prev = 0;
+
+    g_assert_cmpint(qlist_size(cl), ==, qdict_get_int(cm, "count"));
+    g_assert_cmpint(qlist_size(sl), ==, qdict_get_int(sm, "count"));
+    for (; ce && se; ce = qlist_next(ce), se = qlist_next(se)) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(ce));
+        QDict *s = qobject_to(QDict, qlist_entry_obj(se));
+
+        g_assert_cmphex(qdict_get_int(c, "iova"), ==, qdict_get_int(s, "iova"));
+        g_assert_cmphex(qdict_get_int(c, "size"), ==, qdict_get_int(s, "size"));
+        g_assert_cmphex(qdict_get_int(c, "iova"), >=, prev);
+        prev = qdict_get_int(c, "iova") + qdict_get_int(c, "size");
+        g_assert(qdict_get_bool(c, "readable") ==
+                 qdict_get_bool(s, "readable"));
+        g_assert(qdict_get_bool(c, "writable") ==
+                 qdict_get_bool(s, "writable"));
+        g_assert(qdict_get_bool(s, "fd") ==
+                 (fd && qdict_get_bool(c, "fd")));
+    }
+    g_assert(!ce && !se);
+}
+
 /* What one side sent the other received, command by command */
 static void assert_counters_match(QDict *client, QDict *server)
 {
@@ -232,6 +265,7 @@ static void test_fd(void)
     g_assert_cmpuint(mappings(s, "bytes"), ==, mappings(c, "bytes"));
     g_assert_cmpuint(mappings(s, "fd-count"), ==, mappings(c, "fd-count"));
     g_assert_cmpuint(mappings(s, "fd-bytes"), ==, mappings(c, "fd-bytes"));
+    assert_mappings_match(c, s, true);
     assert_counters_match(cc, sc);
     rd_c = requests(cc, "REGION_READ", "sent");
     rd_s = requests(sc, "REGION_READ", "received");
@@ -277,10 +311,13 @@ static void test_fd(void)
     g_assert(strstr(hmp_c, line));
     g_assert(strstr(hmp_c, "  version: 0.2\n"));
     g_assert(strstr(hmp_c, "  DMA: guest RAM passed by fd\n"));
+    /* guest RAM from 1 MiB up, by fd */
+    g_assert(strstr(hmp_c, "\n    0x100000+0x3f00000 rw with fd\n"));
 
     hmp_s = info_vfio_user(p.remote);
     g_assert(strstr(hmp_s, "vfio-user-server v0 (/objects/v0): connected\n"));
     g_assert(strstr(hmp_s, "  device: e0\n"));
+    g_assert(strstr(hmp_s, "\n    0x100000+0x3f00000 rw mmap'd\n"));
     g_free(line);
     line = g_strdup_printf("  client: pid %d, uid %d", p.vm_pid, getuid());
     g_assert(strstr(hmp_s, line));
@@ -314,6 +351,7 @@ static void test_secure_dma(void)
     g_assert_cmpuint(mappings(s, "count"), ==, mappings(c, "count"));
     g_assert_cmpuint(mappings(s, "bytes"), ==, mappings(c, "bytes"));
     g_assert_cmpuint(mappings(s, "fd-count"), ==, 0);
+    assert_mappings_match(c, s, false);
     sc = conn_of(s);
     rd = counter(sc, "dma-read-bytes");
     wr = counter(sc, "dma-write-bytes");
@@ -341,6 +379,7 @@ static void test_secure_dma(void)
     hmp_c = info_vfio_user(p.vm);
     g_assert(strstr(hmp_c, "  DMA: secure-dma (by message)\n"));
     g_assert(strstr(hmp_c, "with fd 0 (0 bytes)"));
+    g_assert(strstr(hmp_c, "\n    0x100000+0x3f00000 rw by message\n"));
     qobject_unref(rsp_c);
     qobject_unref(rsp_s);
     pair_free(&p);

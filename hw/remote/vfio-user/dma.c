@@ -314,18 +314,12 @@ unsigned vfu_dma_space_count(VfuDmaSpace *s)
     return s->nr_maps;
 }
 
-void vfu_dma_space_stats(VfuDmaSpace *s, VfuDmaStats *st)
+void vfu_dma_space_foreach(VfuDmaSpace *s, VfuDmaMapFunc *fn, void *opaque)
 {
-    memset(st, 0, sizeof(*st));
     for (GList *l = s->maps; l; l = l->next) {
         VfuDmaMapping *m = l->data;
 
-        st->maps++;
-        st->bytes += m->size;
-        if (m->host) {
-            st->mmapped_maps++;
-            st->mmapped_bytes += m->size;
-        }
+        fn(opaque, m->iova, m->size, m->flags, m->host != NULL);
     }
 }
 

@@ -10,10 +10,15 @@
 #include "hw/vfio-user/monitor.h"
 #include "hw/remote/vfio-user/remote.h"
 
+static void vfu_server_info_map(void *opaque, uint64_t iova, uint64_t size,
+                                uint32_t flags, bool mmapped)
+{
+    vfu_monitor_add_mapping(opaque, iova, size, flags, mmapped);
+}
+
 static int vfu_server_info_one(Object *obj, void *opaque)
 {
     VfioUserServerInfoList ***tail = opaque;
-    VfioUserDmaMappings *m;
     VfioUserServerInfo *si;
     VfuServerStatus st = { };
 
@@ -30,15 +35,9 @@ static int vfu_server_info_one(Object *obj, void *opaque)
                 !st.conn ? VFIO_USER_STATE_LISTENING :
                 !st.negotiated ? VFIO_USER_STATE_NEGOTIATING :
                 VFIO_USER_STATE_CONNECTED;
-    m = si->dma_mappings = g_new0(VfioUserDmaMappings, 1);
+    si->dma_mappings = g_new0(VfioUserDmaMappings, 1);
     if (st.dma) {
-        VfuDmaStats ds;
-
-        vfu_dma_space_stats(st.dma, &ds);
-        m->count = ds.maps;
-        m->bytes = ds.bytes;
-        m->fd_count = ds.mmapped_maps;
-        m->fd_bytes = ds.mmapped_bytes;
+        vfu_dma_space_foreach(st.dma, vfu_server_info_map, si->dma_mappings);
     }
     if (st.conn) {
         si->has_connection = true;

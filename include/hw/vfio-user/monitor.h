@@ -17,6 +17,10 @@
 typedef void VfuMonitorListFunc(VfioUserInfo *info);
 void vfu_monitor_register(VfuMonitorListFunc *fn);
 
+/* Add a mapping to @m (counts and list) */
+void vfu_monitor_add_mapping(VfioUserDmaMappings *m, uint64_t iova,
+                             uint64_t size, uint32_t flags, bool fd);
+
 /* The monitor view of @conn */
 VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn);
 

@@ -61,14 +61,14 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
                             void *opaque);
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
-/* The client's mappings, in all and those mmap'd here (the rest by message) */
-typedef struct VfuDmaStats {
-    uint64_t maps;
-    uint64_t bytes;
-    uint64_t mmapped_maps;
-    uint64_t mmapped_bytes;
-} VfuDmaStats;
-void vfu_dma_space_stats(VfuDmaSpace *s, VfuDmaStats *st);
+/*
+ * Call @fn for each of the client's mappings (in no order): its
+ * VFU_DMA_MAP_F_* @flags, and whether it is mmap'd here (else reached
+ * by message).
+ */
+typedef void VfuDmaMapFunc(void *opaque, uint64_t iova, uint64_t size,
+                           uint32_t flags, bool mmapped);
+void vfu_dma_space_foreach(VfuDmaSpace *s, VfuDmaMapFunc *fn, void *opaque);
 
 /* What one client may map */
 typedef struct VfuDmaLimits {
