@@ -153,14 +153,12 @@ unsigned vfu_iofds_get(VfuIoFds *f, unsigned bar, VfuSubRegionIoFd *subs,
 
 #define TYPE_VFU_SERVER "vfio-user-server"
 
-typedef struct VfuConn VfuConn;
-
 /* What server.c tells info.c about one vfio-user-server */
 typedef struct VfuServerStatus {
     const char *socket;     /* its path, or fd:NAME */
     const char *device;
     bool listening;         /* started: accepts a client when it has none */
-    VfuConn *conn;          /* the client's connection, or NULL */
+    struct VfuConn *conn;   /* the client's connection, or NULL */
     bool negotiated;
     VfuDmaSpace *dma;       /* NULL until started */
 } VfuServerStatus;
@@ -168,7 +166,7 @@ typedef struct VfuServerStatus {
 /* server.c */
 void vfu_server_get_status(Object *obj, VfuServerStatus *st);
 /* info.c: a client's connection ends (QMP event) */
-void vfu_server_info_client_gone(Object *obj, VfuConn *conn,
+void vfu_server_info_client_gone(Object *obj, struct VfuConn *conn,
                                  const char *why);
 
 #endif /* HW_REMOTE_VFIO_USER_REMOTE_H */
