@@ -55,6 +55,14 @@ struct VfuConn {
     size_t rx_nfds;
     VfuMsg *rx_msg;
     size_t rx_got;
+
+    /* for the monitor */
+    VfuConnStats stats;
+    char *broken_reason;
+    bool negotiated;
+    uint16_t major, minor;
+    bool has_cred;
+    struct ucred cred;
 };
 
 /* See vfu_conn_join_wait_group(); used under the BQL only */
@@ -84,6 +92,13 @@ VfuConn *vfu_conn_new(QIOChannel *ioc, const char *name,
     c->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
     c->next_id = 1;
     qio_channel_set_blocking(ioc, false, NULL);
+    {
+        socklen_t cred_len = sizeof(c->cred);
+
+        c->has_cred = getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &c->cred,
+                                 &cred_len) == 0 &&
+                      cred_len == sizeof(c->cred) && c->cred.pid > 0;
+    }
     return c;
 }
 
@@ -104,6 +119,7 @@ void vfu_conn_free(VfuConn *c)
     }
     qio_channel_close(c->ioc, NULL);
     object_unref(OBJECT(c->ioc));
+    g_free(c->broken_reason);
     g_free(c->name);
     g_free(c);
 }
@@ -177,10 +193,43 @@ bool vfu_conn_is_broken(VfuConn *c)
     return c->broken;
 }
 
+const char *vfu_conn_broken_reason(VfuConn *c)
+{
+    return c->broken_reason ?: "";
+}
+
+const VfuConnStats *vfu_conn_stats(VfuConn *c)
+{
+    return &c->stats;
+}
+
+bool vfu_conn_version(VfuConn *c, uint16_t *major, uint16_t *minor)
+{
+    *major = c->major;
+    *minor = c->minor;
+    return c->negotiated;
+}
+
+bool vfu_conn_peer_cred(VfuConn *c, int64_t *pid, int64_t *uid, int64_t *gid)
+{
+    *pid = c->cred.pid;
+    *uid = c->cred.uid;
+    *gid = c->cred.gid;
+    return c->has_cred;
+}
+
+/* Per-command counter slot: 0 for a command we do not know */
+static unsigned conn_cmd_slot(uint16_t cmd)
+{
+    return cmd <= VFU_CMD_MAX ? cmd : 0;
+}
+
 static void conn_break(VfuConn *c, Error *err)
 {
     if (!c->broken) {
         trace_vfio_user_conn_broken(c->name, err ? error_get_pretty(err) : "");
+        c->broken_reason = g_strdup(err ? error_get_pretty(err)
+                                        : "closed on this side");
         c->broken = true;
         qio_channel_shutdown(c->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
     }
@@ -241,6 +290,7 @@ static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
         }
         left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
         if (left <= 0) {
+            c->stats.timeouts++;
             error_setg(errp, "%s: no answer from the peer within %" PRId64
                        " ms", c->name, c->timeout_ms);
             return -ETIMEDOUT;
@@ -264,6 +314,45 @@ static int conn_wait(VfuConn *c, short events, int64_t deadline, Error **errp)
         return -EIO;
     }
     return 0;
+}
+
+/* @payload in host order */
+static void conn_count_send(VfuConn *c, uint16_t cmd, uint32_t flags,
+                            const void *payload, size_t len)
+{
+    VfuConnStats *st = &c->stats;
+
+    st->bytes_sent += sizeof(VfuHeader) + len;
+    if ((flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+        st->replies_sent++;
+        st->error_replies_sent += !!(flags & VFU_F_ERROR);
+        return;
+    }
+    st->requests_sent[conn_cmd_slot(cmd)]++;
+    if ((cmd == VFU_CMD_DMA_READ || cmd == VFU_CMD_DMA_WRITE) &&
+        len >= sizeof(VfuDmaAccess)) {
+        uint64_t count = ((const VfuDmaAccess *)payload)->count;
+
+        if (cmd == VFU_CMD_DMA_READ) {
+            st->dma_read_bytes += count;
+        } else {
+            st->dma_write_bytes += count;
+        }
+    }
+}
+
+/* A received message; the payload is not decoded yet */
+static void conn_count_recv(VfuConn *c, const VfuMsg *msg)
+{
+    VfuConnStats *st = &c->stats;
+
+    st->bytes_received += msg->hdr.size;
+    if (vfu_msg_is_reply(msg)) {
+        st->replies_received++;
+        st->error_replies_received += !!(msg->hdr.flags & VFU_F_ERROR);
+    } else {
+        st->requests_received[conn_cmd_slot(msg->hdr.command)]++;
+    }
 }
 
 int vfu_conn_send(VfuConn *c, uint16_t cmd, uint16_t msg_id, uint32_t flags,
@@ -298,6 +387,7 @@ int vfu_conn_send(VfuConn *c, uint16_t cmd, uint16_t msg_id, uint32_t flags,
     }
     trace_vfio_user_send(c->name, msg_id, vfu_command_name(cmd), flags,
                          hdr.size, nfds);
+    conn_count_send(c, cmd, flags, payload, len);
     vfu_header_encode(&hdr, wire);
     if (len) {
         vfu_payload_encode(cmd, reply, payload, len);
@@ -510,6 +600,7 @@ again:
     *msgp = g_steal_pointer(&c->rx_msg);
     c->rx_hdr_got = 0;
     c->rx_got = 0;
+    conn_count_recv(c, *msgp);
     trace_vfio_user_recv(c->name, (*msgp)->hdr.msg_id,
                          vfu_command_name((*msgp)->hdr.command),
                          (*msgp)->hdr.flags, (*msgp)->hdr.size,
@@ -530,6 +621,24 @@ int vfu_conn_recv(VfuConn *c, VfuMsg **msgp, bool block, Error **errp)
     return conn_recv(c, msgp, block, 0, false, errp);
 }
 
+/* The peer's DMA request, decoded: its data bytes */
+static void conn_count_dma_request(VfuConn *c, const VfuMsg *msg)
+{
+    uint16_t cmd = msg->hdr.command;
+    uint64_t count;
+
+    if ((cmd != VFU_CMD_DMA_READ && cmd != VFU_CMD_DMA_WRITE) ||
+        msg->len < sizeof(VfuDmaAccess)) {
+        return;
+    }
+    count = ((const VfuDmaAccess *)msg->payload)->count;
+    if (cmd == VFU_CMD_DMA_READ) {
+        c->stats.dma_read_bytes += count;
+    } else {
+        c->stats.dma_write_bytes += count;
+    }
+}
+
 int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
 {
     Error *err = NULL;
@@ -544,6 +653,7 @@ int vfu_conn_handle_request(VfuConn *c, VfuMsg *msg)
     } else if (!c->request_func) {
         ret = -ENOTSUP;
     } else {
+        conn_count_dma_request(c, msg);
         ret = c->request_func(c, msg, c->request_opaque);
     }
     if (ret && !c->broken) {
@@ -629,6 +739,7 @@ static bool conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
     if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
         return false;
     }
+    c->stats.timeouts++;
     error_setg(&err, "%s: no answer to %s within %" PRId64 " ms", c->name,
                vfu_command_name(cmd), c->timeout_ms);
     conn_break(c, err);
@@ -850,6 +961,9 @@ int vfu_conn_negotiate_client(VfuConn *c, Error **errp)
     /* we never propose write_multiple, so the server may not enable it */
     peer.write_multiple = peer.write_multiple && c->local.write_multiple;
     c->peer = peer;
+    c->negotiated = true;
+    c->major = major;
+    c->minor = minor;
     trace_vfio_user_version(c->name, major, minor, peer.max_msg_fds,
                             peer.max_data_xfer_size, peer.max_dma_maps,
                             peer.pgsizes);
@@ -880,6 +994,9 @@ int vfu_conn_negotiate_server(VfuConn *c, VfuMsg *req, Error **errp)
     ours.write_multiple = ours.write_multiple && peer.write_multiple;
     peer.write_multiple = ours.write_multiple;
     c->peer = peer;
+    c->negotiated = true;
+    c->major = major;
+    c->minor = minor;
     answer = vfu_version_encode(VFU_VERSION_MAJOR, minor, &ours, &len);
     trace_vfio_user_version(c->name, major, minor, peer.max_msg_fds,
                             peer.max_data_xfer_size, peer.max_dma_maps,

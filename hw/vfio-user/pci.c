@@ -55,6 +55,7 @@ void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
                  "the device no longer responds", dev_name(dev),
                  dev->socket_name, err ? error_get_pretty(err) : "closed");
     trace_vfio_user_pci_dead(dev_name(dev));
+    vfu_pci_info_lost(dev, err);
     if (dev->conn) {
         qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
                             NULL, NULL, NULL);

@@ -135,4 +135,7 @@ void vfu_pci_dma_realize(VfuPciDevice *dev);
 void vfu_pci_dma_exit(VfuPciDevice *dev);
 int vfu_pci_serve_request(VfuConn *conn, VfuMsg *msg, void *opaque);
 
+/* info.c: the server is gone (QMP event) */
+void vfu_pci_info_lost(VfuPciDevice *dev, Error *err);
+
 #endif /* HW_VFIO_USER_PCI_H */

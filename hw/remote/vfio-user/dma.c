@@ -314,6 +314,15 @@ unsigned vfu_dma_space_count(VfuDmaSpace *s)
     return s->nr_maps;
 }
 
+void vfu_dma_space_foreach(VfuDmaSpace *s, VfuDmaMapFunc *fn, void *opaque)
+{
+    for (GList *l = s->maps; l; l = l->next) {
+        VfuDmaMapping *m = l->data;
+
+        fn(opaque, m->iova, m->size, m->flags, m->host != NULL);
+    }
+}
+
 static bool vfu_dma_check_range(uint64_t addr, uint64_t size, uint64_t pgsize,
                                 const char *what, Error **errp)
 {

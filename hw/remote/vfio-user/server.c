@@ -876,6 +876,9 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
         return;
     }
     trace_vfio_user_srv_disconnect(vfu_server_id(s));
+    vfu_server_info_client_gone(OBJECT(s), s->conn,
+                                relisten ? "dropped by the server"
+                                         : "the server stopped");
     if (s->client_watched) {
         /* fine from the handler itself */
         qio_channel_set_aio_fd_handler(vfu_conn_ioc(s->conn),
@@ -1106,6 +1109,19 @@ static bool vfu_server_prepare_path(const char *path, Error **errp)
         return false;
     }
     return true;
+}
+
+/* For the monitor (info.c) */
+void vfu_server_get_status(Object *obj, VfuServerStatus *st)
+{
+    VfuServer *s = VFU_SERVER(obj);
+
+    st->socket = s->socket;
+    st->device = s->device;
+    st->listening = s->listener != NULL;
+    st->conn = s->conn;
+    st->negotiated = s->negotiated;
+    st->dma = s->dma;
 }
 
 /* ---- life cycle ----------------------------------------------------------- */

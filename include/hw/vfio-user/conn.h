@@ -92,6 +92,8 @@ QIOChannel *vfu_conn_ioc(VfuConn *conn);
 
 /* True once the connection failed (EOF, I/O error, protocol violation). */
 bool vfu_conn_is_broken(VfuConn *conn);
+/* Why it broke ("" while it is not), for monitor output */
+const char *vfu_conn_broken_reason(VfuConn *conn);
 /* Shut the socket down; every later call fails at once. */
 void vfu_conn_shutdown(VfuConn *conn);
 
@@ -179,5 +181,38 @@ bool vfu_fd_check_file(int fd, uint64_t end, Error **errp);
  * main loop spin.
  */
 bool vfu_fd_is_eventfd(int fd);
+
+/*
+ * What went over a connection, for the monitor (x-query-vfio-user).
+ * Plain counters bumped where messages pass: a VfuConn is used by one
+ * thread at a time anyway.  Index 0 of the per-command arrays counts
+ * commands we do not know.
+ */
+typedef struct VfuConnStats {
+    uint64_t requests_sent[VFU_CMD_MAX + 1];
+    uint64_t requests_received[VFU_CMD_MAX + 1];
+    uint64_t replies_sent;
+    uint64_t replies_received;
+    uint64_t error_replies_sent;
+    uint64_t error_replies_received;
+    /* data bytes asked for by DMA_READ / carried by DMA_WRITE requests */
+    uint64_t dma_read_bytes;
+    uint64_t dma_write_bytes;
+    uint64_t timeouts;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+} VfuConnStats;
+
+const VfuConnStats *vfu_conn_stats(VfuConn *conn);
+
+/* The VERSION both sides agreed on; false before the handshake. */
+bool vfu_conn_version(VfuConn *conn, uint16_t *major, uint16_t *minor);
+
+/*
+ * The peer process's credentials (SO_PEERCRED), taken when the
+ * connection was made; false if the socket had none.
+ */
+bool vfu_conn_peer_cred(VfuConn *conn, int64_t *pid, int64_t *uid,
+                        int64_t *gid);
 
 #endif /* HW_VFIO_USER_CONN_H */

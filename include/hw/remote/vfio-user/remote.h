@@ -61,6 +61,15 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
                             void *opaque);
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
+/*
+ * Call @fn for each of the client's mappings (in no order): its
+ * VFU_DMA_MAP_F_* @flags, and whether it is mmap'd here (else reached
+ * by message).
+ */
+typedef void VfuDmaMapFunc(void *opaque, uint64_t iova, uint64_t size,
+                           uint32_t flags, bool mmapped);
+void vfu_dma_space_foreach(VfuDmaSpace *s, VfuDmaMapFunc *fn, void *opaque);
+
 /* What one client may map */
 typedef struct VfuDmaLimits {
     uint32_t max_maps;
@@ -139,5 +148,25 @@ void vfu_iofds_reset(VfuIoFds *f);
  */
 unsigned vfu_iofds_get(VfuIoFds *f, unsigned bar, VfuSubRegionIoFd *subs,
                        int *fds, unsigned max);
+
+/* ---- info.c: monitor view of the servers (x-query-vfio-user) ---------- */
+
+#define TYPE_VFU_SERVER "vfio-user-server"
+
+/* What server.c tells info.c about one vfio-user-server */
+typedef struct VfuServerStatus {
+    const char *socket;     /* its path, or fd:NAME */
+    const char *device;
+    bool listening;         /* started: accepts a client when it has none */
+    struct VfuConn *conn;   /* the client's connection, or NULL */
+    bool negotiated;
+    VfuDmaSpace *dma;       /* NULL until started */
+} VfuServerStatus;
+
+/* server.c */
+void vfu_server_get_status(Object *obj, VfuServerStatus *st);
+/* info.c: a client's connection ends (QMP event) */
+void vfu_server_info_client_gone(Object *obj, struct VfuConn *conn,
+                                 const char *why);
 
 #endif /* HW_REMOTE_VFIO_USER_REMOTE_H */
