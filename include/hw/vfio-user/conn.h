@@ -15,6 +15,7 @@
 #define HW_VFIO_USER_CONN_H
 
 #include "io/channel.h"
+#include "qapi/qapi-types-sockets.h"
 #include "hw/vfio-user/message.h"
 
 typedef struct VfuConn VfuConn;
@@ -173,5 +174,13 @@ int vfu_conn_negotiate_server(VfuConn *conn, VfuMsg *req, Error **errp);
 bool vfu_fd_is_shrink_sealed(int fd);
 /* @fd is a regular file (or memfd) of at least @end bytes. */
 bool vfu_fd_check_file(int fd, uint64_t end, Error **errp);
+
+/*
+ * Visit a "socket" property of either side: a path, as a plain string,
+ * or a SocketAddress of type unix or fd (JSON, dotted keys).  Returns the
+ * address, its name for messages (the path, or "fd:NAME") in *@display.
+ */
+SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
+                                char **display, Error **errp);
 
 #endif /* HW_VFIO_USER_CONN_H */
