@@ -523,6 +523,17 @@ int main(int argc, char **argv)
                         GINT_TO_POINTER(true), test_peer_filter);
     qtest_add_func("/vfio-user/socket/systemd", test_systemd);
     ret = g_test_run();
+    /* the remotes' logs, kept until here for a failing case's post-mortem */
+    {
+        g_autoptr(GDir) dir = g_dir_open(tmpdir, 0, NULL);
+        const char *name;
+
+        while (dir && (name = g_dir_read_name(dir))) {
+            g_autofree char *path = tmp_file(name);
+
+            unlink(path);
+        }
+    }
     rmdir(tmpdir);
     g_free(tmpdir);
     return ret;
