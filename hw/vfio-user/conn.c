@@ -6,6 +6,9 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qapi/visitor-impl.h"
+#include "qapi/qapi-visit-sockets.h"
 #include "qemu/timer.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
@@ -1036,4 +1039,54 @@ bool vfu_fd_check_file(int fd, uint64_t end, Error **errp)
         return false;
     }
     return true;
+}
+
+SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
+                                char **display, Error **errp)
+{
+    g_autoptr(SocketAddress) addr = NULL;
+    GenericAlternate *alt = NULL;
+    char *path = NULL;
+    bool ok = false;
+
+    /* a string input visitor (-global, a string qom-set) has no alternates */
+    if (!v->start_alternate) {
+        ok = visit_type_str(v, name, &path, errp);
+    } else if (visit_start_alternate(v, name, &alt, sizeof(*alt), errp)) {
+        switch (alt->type) {
+        case QTYPE_QSTRING:
+            ok = visit_type_str(v, name, &path, errp);
+            break;
+        case QTYPE_QDICT:
+            ok = visit_type_SocketAddress(v, name, &addr, errp);
+            break;
+        default:
+            error_setg(errp, "'%s' takes a path or a socket address", name);
+            break;
+        }
+        visit_end_alternate(v, (void **)&alt);
+        g_free(alt);
+    }
+    if (!ok) {
+        g_free(path);
+        return NULL;
+    }
+    if (path) {
+        addr = g_new0(SocketAddress, 1);
+        addr->type = SOCKET_ADDRESS_TYPE_UNIX;
+        addr->u.q_unix.path = path;
+    }
+    switch (addr->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        *display = g_strdup(addr->u.q_unix.path);
+        break;
+    case SOCKET_ADDRESS_TYPE_FD:
+        *display = g_strdup_printf("fd:%s", addr->u.fd.str);
+        break;
+    default:
+        error_setg(errp, "'%s' must be a UNIX socket (type unix or fd)",
+                   name);
+        return NULL;
+    }
+    return g_steal_pointer(&addr);
 }

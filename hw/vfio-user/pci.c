@@ -19,7 +19,6 @@
 #include "qemu/log.h"
 #include "qemu/sockets.h"
 #include "qapi/visitor.h"
-#include "qapi/visitor-impl.h"
 #include "qapi/qapi-visit-sockets.h"
 #include "io/channel-socket.h"
 #include "migration/blocker.h"
@@ -1041,57 +1040,21 @@ static void vfu_pci_set_socket(Object *obj, Visitor *v, const char *name,
                                void *opaque, Error **errp)
 {
     VfuPciDevice *dev = VFIO_USER_PCI(obj);
-    g_autoptr(SocketAddress) addr = NULL;
-    GenericAlternate *alt = NULL;
-    char *path = NULL;
-    bool ok = false;
+    g_autofree char *display = NULL;
+    SocketAddress *addr;
 
     if (DEVICE(obj)->realized) {
         error_setg(errp, "'socket' cannot be changed on a realized device");
         return;
     }
-    /* a string input visitor (-global) knows no alternates */
-    if (!v->start_alternate) {
-        ok = visit_type_str(v, name, &path, errp);
-    } else if (visit_start_alternate(v, name, &alt, sizeof(*alt), errp)) {
-        switch (alt->type) {
-        case QTYPE_QSTRING:
-            ok = visit_type_str(v, name, &path, errp);
-            break;
-        case QTYPE_QDICT:
-            ok = visit_type_SocketAddress(v, name, &addr, errp);
-            break;
-        default:
-            error_setg(errp, "'socket' takes a path or a socket address");
-            break;
-        }
-        visit_end_alternate(v, (void **)&alt);
-        g_free(alt);
-    }
-    if (!ok) {
-        g_free(path);
-        return;
-    }
-    if (path) {
-        addr = g_new0(SocketAddress, 1);
-        addr->type = SOCKET_ADDRESS_TYPE_UNIX;
-        addr->u.q_unix.path = path;
-    }
-    switch (addr->type) {
-    case SOCKET_ADDRESS_TYPE_UNIX:
-        g_free(dev->socket_name);
-        dev->socket_name = g_strdup(addr->u.q_unix.path);
-        break;
-    case SOCKET_ADDRESS_TYPE_FD:
-        g_free(dev->socket_name);
-        dev->socket_name = g_strdup_printf("fd:%s", addr->u.fd.str);
-        break;
-    default:
-        error_setg(errp, "'socket' must be a UNIX socket (type unix or fd)");
+    addr = vfu_visit_socket(v, name, &display, errp);
+    if (!addr) {
         return;
     }
     qapi_free_SocketAddress(dev->socket);
-    dev->socket = g_steal_pointer(&addr);
+    dev->socket = addr;
+    g_free(dev->socket_name);
+    dev->socket_name = g_steal_pointer(&display);
 }
 
 static void vfu_pci_get_socket(Object *obj, Visitor *v, const char *name,

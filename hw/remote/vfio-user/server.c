@@ -25,6 +25,9 @@
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
 #include "io/channel-socket.h"
+#include "qapi/qapi-visit-sockets.h"
+#include "qemu/cutils.h"
+#include "qemu/sockets.h"
 #include "exec/memory.h"
 #include "hw/qdev-core.h"
 #include "hw/pci/pci.h"
@@ -44,6 +47,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
 #define VFU_SERVER_MAX_FDS      8
 #define VFU_SERVER_MAX_MAPS     1024
 #define VFU_SERVER_PGSIZE       4096
+/* allowed-uid/allowed-gid unset: (uid_t)-1 is never a process's id */
+#define VFU_ANY_ID              UINT32_MAX
 /*
  * Client memory we mmap, per mapping and in all, unless set otherwise.
  * Each mmap'd GiB costs about 96 KiB of dirty bitmaps (3 bits per page)
@@ -84,7 +89,10 @@ struct VfuBarWindows {
 struct VfuServer {
     Object parent_obj;
 
-    char *socket;
+    SocketAddress *addr;            /* unix, or fd: a listening socket */
+    char *socket;                   /* addr for messages: path or fd:NAME */
+    uint32_t allowed_uid;           /* VFU_ANY_ID: anyone */
+    uint32_t allowed_gid;
     char *device;
     uint32_t timeout_ms;
     uint64_t max_dma_map_size;
@@ -1020,6 +1028,37 @@ static void vfu_server_flush_client(void *opaque)
     }
 }
 
+/*
+ * allowed-uid/allowed-gid: whoever can reach the socket may still not be
+ * the one meant to drive the device (SO_PEERCRED: the peer's credentials
+ * when it connected, kept by the kernel, so they cannot be forged).
+ */
+static bool vfu_server_peer_allowed(VfuServer *s, QIOChannelSocket *sioc)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (s->allowed_uid == VFU_ANY_ID && s->allowed_gid == VFU_ANY_ID) {
+        return true;
+    }
+    if (getsockopt(sioc->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        warn_report("vfio-user-server '%s': cannot get a client's "
+                    "credentials (%s): dropped", vfu_server_id(s),
+                    strerror(errno));
+        return false;
+    }
+    if ((s->allowed_uid != VFU_ANY_ID && cred.uid != s->allowed_uid) ||
+        (s->allowed_gid != VFU_ANY_ID && cred.gid != s->allowed_gid)) {
+        trace_vfio_user_srv_refused(vfu_server_id(s), cred.uid, cred.gid,
+                                    cred.pid);
+        warn_report("vfio-user-server '%s': refused a client running as "
+                    "uid %u gid %u (pid %d)", vfu_server_id(s),
+                    (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid);
+        return false;
+    }
+    return true;
+}
+
 static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
                                   gpointer opaque)
 {
@@ -1038,6 +1077,10 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     }
     if (s->conn) {
         /* cannot happen: we stop watching while a client is connected */
+        return G_SOURCE_CONTINUE;
+    }
+    if (!vfu_server_peer_allowed(s, sioc)) {
+        /* dropped; the next client in the backlog gets its turn */
         return G_SOURCE_CONTINUE;
     }
     trace_vfio_user_srv_accept(vfu_server_id(s));
@@ -1124,14 +1167,93 @@ void vfu_server_get_status(Object *obj, VfuServerStatus *st)
     st->dma = s->dma;
 }
 
+/*
+ * A listening socket the management layer made for us: a getfd name
+ * under QMP, or an inherited fd's number (systemd socket activation).
+ * It must listen already: listen() here would quietly turn a bound or
+ * even unbound socket into a listening one nobody can find.
+ */
+static QIOChannelSocket *vfu_server_take_fd(const char *str, Error **errp)
+{
+    SocketAddress addr = {
+        .type = SOCKET_ADDRESS_TYPE_FD, .u.fd.str = g_strdup(str),
+    };
+    g_autofree char *num = NULL;
+    QIOChannelSocket *sioc;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int type = 0, listening = 0;
+    socklen_t ilen = sizeof(int);
+    int fd = -1;
+
+    /* takes the fd from the monitor; refuses and closes a non-socket */
+    if (socket_address_parse_named_fd(&addr, errp) < 0) {
+        g_free(addr.u.fd.str);
+        return NULL;
+    }
+    num = addr.u.fd.str;
+    if (qemu_strtoi(num, NULL, 10, &fd) < 0) {
+        error_setg(errp, "fd '%s' is not a number", str);
+        return NULL;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        ss.ss_family != AF_UNIX ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) < 0 ||
+        type != SOCK_STREAM) {
+        error_setg(errp, "fd '%s' is not a UNIX stream socket", str);
+        goto fail;
+    }
+    ilen = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) < 0 ||
+        !listening) {
+        error_setg(errp, "fd '%s' is not a listening socket", str);
+        goto fail;
+    }
+    /* a client gone between poll and accept must not block us */
+    qemu_socket_set_nonblock(fd);
+    /*
+     * Not qio_channel_socket_listen_sync(): the channel it makes unlinks
+     * its socket's path when closed, and this path is the management
+     * layer's (systemd listens on it again for the next start).
+     */
+    sioc = qio_channel_socket_new_fd(fd, errp);
+    if (!sioc) {
+        goto fail;
+    }
+    return sioc;
+
+fail:
+    close(fd);
+    return NULL;
+}
+
+static bool vfu_server_listen(VfuServer *s, Error **errp)
+{
+    if (s->addr->type == SOCKET_ADDRESS_TYPE_FD) {
+        s->listener = vfu_server_take_fd(s->addr->u.fd.str, errp);
+        if (!s->listener) {
+            return false;
+        }
+    } else {
+        if (!vfu_server_prepare_path(s->addr->u.q_unix.path, errp)) {
+            return false;
+        }
+        s->listener = qio_channel_socket_new();
+        if (qio_channel_socket_listen_sync(s->listener, s->addr, 1,
+                                           errp) < 0) {
+            object_unref(OBJECT(s->listener));
+            s->listener = NULL;
+            return false;
+        }
+    }
+    qio_channel_set_name(QIO_CHANNEL(s->listener), "vfio-user-server-listen");
+    return true;
+}
+
 /* ---- life cycle ----------------------------------------------------------- */
 
 static bool vfu_server_start(VfuServer *s, Error **errp)
 {
-    SocketAddress addr = {
-        .type = SOCKET_ADDRESS_TYPE_UNIX,
-        .u.q_unix.path = s->socket,
-    };
     PCIDevice *pdev;
     int ret;
 
@@ -1170,16 +1292,8 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
                                  vfu_server_flush_client, s);
     }
 
-    if (!vfu_server_prepare_path(s->socket, errp)) {
+    if (!vfu_server_listen(s, errp)) {
         error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
-        return false;
-    }
-    s->listener = qio_channel_socket_new();
-    qio_channel_set_name(QIO_CHANNEL(s->listener), "vfio-user-server-listen");
-    if (qio_channel_socket_listen_sync(s->listener, &addr, 1, errp) < 0) {
-        error_prepend(errp, "vfio-user-server '%s': ", vfu_server_id(s));
-        object_unref(OBJECT(s->listener));
-        s->listener = NULL;
         return false;
     }
     vfu_server_listen_watch(s);
@@ -1195,7 +1309,7 @@ static void vfu_server_stop(VfuServer *s)
         s->listen_tag = 0;
     }
     if (s->listener) {
-        /* closing a listening UNIX socket unlinks its path */
+        /* closing a listening UNIX socket unlinks its path (ours only) */
         qio_channel_close(QIO_CHANNEL(s->listener), NULL);
         object_unref(OBJECT(s->listener));
         s->listener = NULL;
@@ -1238,7 +1352,7 @@ static void vfu_server_complete(UserCreatable *uc, Error **errp)
 {
     VfuServer *s = VFU_SERVER(uc);
 
-    if (!s->socket || !*s->socket) {
+    if (!s->addr) {
         error_setg(errp, "vfio-user-server: 'socket' is required");
         return;
     }
@@ -1265,22 +1379,69 @@ static bool vfu_server_can_be_deleted(UserCreatable *uc)
     return true;
 }
 
-static char *vfu_server_get_socket(Object *obj, Error **errp)
-{
-    return g_strdup(VFU_SERVER(obj)->socket);
-}
-
-static void vfu_server_set_socket(Object *obj, const char *value,
-                                  Error **errp)
+/*
+ * "socket": a path, as the plain string of socket=PATH, or a
+ * SocketAddress of type unix or fd (socket.type=fd,socket.str=3, or the
+ * same as JSON in -object and object-add).
+ */
+static void vfu_server_set_socket(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
 {
     VfuServer *s = VFU_SERVER(obj);
+    g_autofree char *display = NULL;
+    SocketAddress *addr;
 
     if (s->completed) {
         error_setg(errp, "'socket' cannot change once the server exists");
         return;
     }
+    addr = vfu_visit_socket(v, name, &display, errp);
+    if (!addr) {
+        return;
+    }
+    if (!*display) {
+        error_setg(errp, "'socket' needs a path");
+        qapi_free_SocketAddress(addr);
+        return;
+    }
+    qapi_free_SocketAddress(s->addr);
+    s->addr = addr;
     g_free(s->socket);
-    s->socket = g_strdup(value);
+    s->socket = g_steal_pointer(&display);
+}
+
+static void vfu_server_get_socket(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
+{
+    VfuServer *s = VFU_SERVER(obj);
+    g_autofree char *empty = g_strdup("");
+
+    if (!s->addr) {
+        visit_type_str(v, name, &empty, errp);
+        return;
+    }
+    visit_type_SocketAddress(v, name, &s->addr, errp);
+}
+
+/* allowed-uid, allowed-gid: VFU_ANY_ID ((uid_t)-1, never an id) for anyone */
+static void vfu_server_get_id(Object *obj, Visitor *v, const char *name,
+                              void *opaque, Error **errp)
+{
+    uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_uint32(v, name, field, errp);
+}
+
+static void vfu_server_set_id(Object *obj, Visitor *v, const char *name,
+                              void *opaque, Error **errp)
+{
+    uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
+    uint32_t value;
+
+    /* may change at any time: it applies to the next client */
+    if (visit_type_uint32(v, name, &value, errp)) {
+        *field = value;
+    }
 }
 
 static char *vfu_server_get_device(Object *obj, Error **errp)
@@ -1387,6 +1548,8 @@ static void vfu_server_instance_init(Object *obj)
     s->max_dma_map_size = VFU_SERVER_DMA_MAX;
     s->max_dma_total_size = VFU_SERVER_DMA_MAX;
     s->max_data_xfer_size = VFU_MAX_XFER_SIZE;
+    s->allowed_uid = VFU_ANY_ID;
+    s->allowed_gid = VFU_ANY_ID;
 }
 
 static void vfu_server_finalize(Object *obj)
@@ -1403,6 +1566,7 @@ static void vfu_server_finalize(Object *obj)
     if (s->handshake_timer) {
         timer_free(s->handshake_timer);
     }
+    qapi_free_SocketAddress(s->addr);
     g_free(s->socket);
     g_free(s->device);
     g_free(s->name);
@@ -1414,10 +1578,26 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
 
     ucc->complete = vfu_server_complete;
     ucc->can_be_deleted = vfu_server_can_be_deleted;
-    object_class_property_add_str(oc, "socket", vfu_server_get_socket,
-                                  vfu_server_set_socket);
+    object_class_property_add(oc, "socket", "str or SocketAddress",
+                              vfu_server_get_socket, vfu_server_set_socket,
+                              NULL, NULL);
     object_class_property_set_description(oc, "socket",
-        "path of the UNIX socket to listen on for a vfio-user client");
+        "where to listen for a vfio-user client (required): a path, or a "
+        "SocketAddress of type unix or fd (a listening UNIX socket: a "
+        "getfd name under QMP, an inherited fd's number on the command "
+        "line)");
+    object_class_property_add(oc, "allowed-uid", "uint32",
+                              vfu_server_get_id, vfu_server_set_id, NULL,
+                              (void *)offsetof(VfuServer, allowed_uid));
+    object_class_property_set_description(oc, "allowed-uid",
+        "serve only clients running as this user id (SO_PEERCRED); others "
+        "are logged and dropped (default: any user)");
+    object_class_property_add(oc, "allowed-gid", "uint32",
+                              vfu_server_get_id, vfu_server_set_id, NULL,
+                              (void *)offsetof(VfuServer, allowed_gid));
+    object_class_property_set_description(oc, "allowed-gid",
+        "serve only clients whose effective group id is this one "
+        "(SO_PEERCRED); others are logged and dropped (default: any group)");
     object_class_property_add_str(oc, "device", vfu_server_get_device,
                                   vfu_server_set_device);
     object_class_property_set_description(oc, "device",

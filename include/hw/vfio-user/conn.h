@@ -15,6 +15,7 @@
 #define HW_VFIO_USER_CONN_H
 
 #include "io/channel.h"
+#include "qapi/qapi-types-sockets.h"
 #include "hw/vfio-user/message.h"
 
 typedef struct VfuConn VfuConn;
@@ -214,5 +215,13 @@ bool vfu_conn_version(VfuConn *conn, uint16_t *major, uint16_t *minor);
  */
 bool vfu_conn_peer_cred(VfuConn *conn, int64_t *pid, int64_t *uid,
                         int64_t *gid);
+
+/*
+ * Visit a "socket" property of either side: a path, as a plain string,
+ * or a SocketAddress of type unix or fd (JSON, dotted keys).  Returns the
+ * address, its name for messages (the path, or "fd:NAME") in *@display.
+ */
+SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
+                                char **display, Error **errp);
 
 #endif /* HW_VFIO_USER_CONN_H */
