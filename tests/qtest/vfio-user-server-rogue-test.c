@@ -37,6 +37,9 @@
 static char *sock_a, *sock_b, *pidfile, *tmpdir;
 /* ivshmem on an unsealed file, ivshmem on a sealed memfd, lsi53c895a */
 static char *sock_file, *sock_memfd, *sock_lsi, *shm_path;
+/* e0's option ROM, and the remote's trace log (why a request failed) */
+static char *rom_path, *remote_log;
+#define ROM_WORD    0x524f4d21      /* the ROM's bytes, 4 at a time */
 static QTestState *qts;
 static pid_t qpid;
 static VfuConn *other;      /* a well-behaved client of the second device */
@@ -95,8 +98,20 @@ static void remote_start(void)
     sock_memfd = g_strdup_printf("%s/memfd.sock", tmpdir);
     sock_lsi = g_strdup_printf("%s/lsi.sock", tmpdir);
     shm_path = g_strdup_printf("%s/shm", tmpdir);
+    rom_path = g_strdup_printf("%s/rom", tmpdir);
+    remote_log = g_strdup_printf("%s/remote.log", tmpdir);
+    {
+        uint32_t rom[1024];
+
+        for (int i = 0; i < ARRAY_SIZE(rom); i++) {
+            rom[i] = cpu_to_le32(ROM_WORD);
+        }
+        g_assert(g_file_set_contents(rom_path, (char *)rom, sizeof(rom),
+                                     NULL));
+    }
     qts = qtest_initf("-M remote -accel tcg -nodefaults -pidfile %s "
-                      "-device edu,id=e0 -device edu,id=e1 "
+                      "-D %s -trace vfio_user_srv_request_failed "
+                      "-device edu,id=e0,romfile=%s -device edu,id=e1 "
                       "-object vfio-user-server,id=v0,socket=%s,device=e0,"
                       "timeout=%d "
                       "-object vfio-user-server,id=v1,socket=%s,device=e1,"
@@ -110,7 +125,8 @@ static void remote_start(void)
                       "-object vfio-user-server,id=vm,socket=%s,device=ivm "
                       "-device lsi53c895a,id=lsi "
                       "-object vfio-user-server,id=vl,socket=%s,device=lsi",
-                      pidfile, sock_a, REMOTE_TIMEOUT_MS, sock_b,
+                      pidfile, remote_log, rom_path, sock_a,
+                      REMOTE_TIMEOUT_MS, sock_b,
                       REMOTE_TIMEOUT_MS, shm_path, sock_file, sock_memfd,
                       sock_lsi);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
@@ -142,7 +158,11 @@ static void remote_stop(void)
     qtest_quit(qts);
     unlink(pidfile);
     unlink(shm_path);
+    unlink(rom_path);
+    unlink(remote_log);
     rmdir(tmpdir);
+    g_free(rom_path);
+    g_free(remote_log);
     g_free(sock_a);
     g_free(sock_b);
     g_free(sock_file);
@@ -753,6 +773,28 @@ static int run_max_maps(VfuConn **c, const Case *k)
 }
 
 /*
+ * e0 has an option ROM (romfile): it reads back, and a write to it is
+ * refused for being the ROM, which the remote's trace log tells.
+ */
+static int run_write_rom(VfuConn **c, const Case *k)
+{
+    uint32_t v = 0, w = 0x12345678;
+    g_autofree char *log = NULL;
+    int ret;
+
+    g_assert_cmpint(tc_region_rw(*c, VFU_PCI_ROM_REGION, 0, &v, 4, false),
+                    ==, 0);
+    g_assert_cmphex(le32_to_cpu(v), ==, ROM_WORD);
+    ret = tc_region_rw(*c, VFU_PCI_ROM_REGION, 0, &w, 4, true);
+    g_assert(g_file_get_contents(remote_log, &log, NULL, NULL));
+    if (!strstr(log, "REGION_WRITE failed, errno 22: the ROM is read-only")) {
+        g_test_message("no ROM refusal in the remote's log:\n%s", log);
+        return 0;
+    }
+    return ret;
+}
+
+/*
  * The largest messages we allow, a REGION_WRITE and the reply to a
  * REGION_READ of max_data_xfer_size (edu's whole BAR0), and one byte more
  */
@@ -1225,7 +1267,7 @@ static const Case cases[] = {
     REGION("region/write-short-data", -EINVAL, 0, 4, 8, 1, 4),
     REGION("region/write-long-data", -EINVAL, 0, 4, 4, 1, 8),
     REGION("region/write-offset-wraps", -EINVAL, 0, UINT64_MAX - 3, 4, 1, 4),
-    REGION("region/write-rom", -EINVAL, VFU_PCI_ROM_REGION, 0, 4, 1, 4),
+    CUSTOM("region/write-rom", run_write_rom, -EINVAL, 0),
     REGION("region/read-with-data", -EINVAL, 0, 0, 4, 0, 4),
     CMD("region/read-short-payload", -EINVAL, VFU_CMD_REGION_READ, 8, 0, 0),
     CUSTOM("region/max-message", run_max_msg, -E2BIG, 0),
