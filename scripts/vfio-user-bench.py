@@ -754,7 +754,7 @@ def main():
     if a.chart:
         rows = read_csv(a.csv)
         draw_chart(a.chart, medians(rows), None, labels,
-                   chart_title("make bench", rows))
+                   chart_title("make bench (%s)" % labels[0], rows))
 
 
 if __name__ == "__main__":
