@@ -7,8 +7,9 @@
 #   make record-counts  after a green make check: record its case counts
 #                 in tests/vfio-user-case-counts.txt
 #   make demo     run the end-to-end demo (see README.md)
-#   make bench    measure speed against raw sockets and in-process devices
-#                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
+#   make bench    measure speed against raw sockets and in-process devices,
+#                 table, CSV and chart (BENCH_ARGS: options of
+#                 scripts/vfio-user-bench.py)
 #   make bench-upstream  the same against QEMU 7.2's own libvfio-user based
 #                 server, built from the same source, side by side with ours
 #   make fuzz     run the libFuzzer targets, FUZZ_TIME seconds each

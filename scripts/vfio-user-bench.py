@@ -2,7 +2,8 @@
 """make bench: how fast vfio-user is here, next to what it cannot beat.
 
 Not a test: nothing passes or fails on time.  Every figure is the median
-of --runs runs; a table goes to stdout and every number to a CSV file.
+of --runs runs; a table goes to stdout, every number to a CSV file and
+the medians with the targets to a bar chart next to it (--chart, gnuplot).
 
   raw         AF_UNIX ping-pong of a 16+4-byte message, streaming and
               request/ack bandwidth at 4 KiB / 64 KiB / 1 MiB
