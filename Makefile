@@ -7,8 +7,9 @@
 #   make record-counts  after a green make check: record its case counts
 #                 in tests/vfio-user-case-counts.txt
 #   make demo     run the end-to-end demo (see README.md)
-#   make bench    measure speed against raw sockets and in-process devices
-#                 (BENCH_ARGS: options of scripts/vfio-user-bench.py)
+#   make bench    measure speed against raw sockets and in-process devices,
+#                 table, CSV and chart (BENCH_ARGS: options of
+#                 scripts/vfio-user-bench.py)
 #   make bench-upstream  the same against QEMU 7.2's own libvfio-user based
 #                 server, built from the same source, side by side with ours
 #   make fuzz     run the libFuzzer targets, FUZZ_TIME seconds each
@@ -138,8 +139,9 @@ guest:
 demo: build guest
 	@scripts/vfio-user-demo.sh
 
-# Not a test: prints a table and writes $(BUILD_ROOT)/bench/results.csv;
-# nothing fails on time.  See docs/devel/vfio-user-performance.rst.
+# Not a test: prints a table and writes $(BUILD_ROOT)/bench/results.csv
+# and a chart of it, results.png (gnuplot); nothing fails on time.  See
+# docs/devel/vfio-user-performance.rst.
 BENCH_DIR := $(BUILD_ROOT)/bench
 $(BENCH_DIR)/vfu-sockbench: scripts/bench/vfu-sockbench.c
 	@mkdir -p $(BENCH_DIR)
@@ -150,7 +152,8 @@ bench: build guest $(BENCH_DIR)/vfu-sockbench
 	    --csv $(BENCH_DIR)/results.csv $(BENCH_ARGS)
 
 # x-vfio-user-server (QEMU 7.2, libvfio-user) offers no ioeventfds and
-# reaches DMA only through fds: no secure-dma run.
+# reaches DMA only through fds: no secure-dma run of it.  Each run draws
+# its own chart; ours-vs-upstream.png puts both side by side.
 UPSTREAM_PARTS ?= raw,mmio,bell,nvme
 UPSTREAM_REMOTE := -M x-remote,vfio-user=on,auto-shutdown=off -nodefaults \
     -display none
@@ -158,11 +161,10 @@ UPSTREAM_OBJ := -object x-vfio-user-server,id=v0,type=unix,path={sock}
 bench-upstream: build guest $(BENCH_DIR)/vfu-sockbench
 	@up=$$(scripts/vfio-user-upstream.sh | tail -n 1) && \
 	python3 scripts/vfio-user-bench.py --sockbench $(BENCH_DIR)/vfu-sockbench \
-	    --csv $(BENCH_DIR)/ours.csv --only $(UPSTREAM_PARTS) \
-	    --nvme-modes inproc,fd $(BENCH_ARGS) && \
+	    --csv $(BENCH_DIR)/ours.csv --only $(UPSTREAM_PARTS) $(BENCH_ARGS) && \
 	python3 scripts/vfio-user-bench.py --sockbench $(BENCH_DIR)/vfu-sockbench \
 	    --csv $(BENCH_DIR)/upstream.csv --only $(UPSTREAM_PARTS) \
-	    --nvme-modes fd --server "$$up" \
+	    --nvme-modes fd --server "$$up" --labels qemu-7.2 \
 	    --edu-server-args "$(UPSTREAM_REMOTE) -device edu,id=e0 \
 	        $(UPSTREAM_OBJ),device=e0" \
 	    --testdev-server-args "$(UPSTREAM_REMOTE) -device pci-testdev,id=td \
@@ -172,7 +174,8 @@ bench-upstream: build guest $(BENCH_DIR)/vfu-sockbench
 	        -device nvme,id=n0,drive=d0,serial=vfubench \
 	        $(UPSTREAM_OBJ),device=n0" $(BENCH_ARGS) && \
 	python3 scripts/vfio-user-bench.py --labels ours,qemu-7.2 \
-	    --compare $(BENCH_DIR)/ours.csv $(BENCH_DIR)/upstream.csv
+	    --compare $(BENCH_DIR)/ours.csv $(BENCH_DIR)/upstream.csv \
+	    --chart $(BENCH_DIR)/ours-vs-upstream.png
 
 clean:
 	@[ ! -d $(QEMU_BUILD) ] || ninja -C $(QEMU_BUILD) clean

@@ -2,7 +2,8 @@
 """make bench: how fast vfio-user is here, next to what it cannot beat.
 
 Not a test: nothing passes or fails on time.  Every figure is the median
-of --runs runs; a table goes to stdout and every number to a CSV file.
+of --runs runs; a table goes to stdout, every number to a CSV file and
+the medians with the targets to a bar chart next to it (--chart, gnuplot).
 
   raw         AF_UNIX ping-pong of a 16+4-byte message, streaming and
               request/ack bandwidth at 4 KiB / 64 KiB / 1 MiB
@@ -397,13 +398,64 @@ def bench_nvme(a, res, tmp):
 
 # ---- targets -----------------------------------------------------------------
 
+PING = ("raw", "pingpong 16+4 B round trip")
+PING_ALONGSIDE = ("mmio", "raw ping-pong alongside each run")
+MMIO_RT = ("mmio", "BAR read round trip (vfio-user - in process)")
+
+
+def nvme_key(mode, op, bs):
+    return ("nvme", "%s %s bs=%d" % (mode, op, bs))
+
+
+def target_list():
+    """(name, numerator, denominator, target, higher is better, chart).
+
+    A denominator of None means the numerator is already a ratio; chart is
+    (bar, reference) when the chart marks target x reference on that bar.
+    A target of 0 is information only.
+    """
+    t = [("MMIO round trip / raw ping-pong (<= 1.3)",
+          ("mmio", "round trip / ping-pong alongside"), None, 1.3, False,
+          (MMIO_RT, PING_ALONGSIDE)),
+         # each MMIO run against a ping-pong run right before it
+         ("(info) MMIO round trip / raw part's ping-pong", MMIO_RT, PING,
+          0, False, None)]
+    for op in ("read", "write"):
+        t.append(("fd DMA / in process, dd %s 1 MiB blocks (>= 0.9)" % op,
+                  nvme_key("fd", op, 1048576),
+                  nvme_key("inproc", op, 1048576), 0.9, True, ()))
+    for op in ("read", "write"):
+        t.append(("secure-dma / raw stream, dd %s 64 KiB (>= 0.5)" % op,
+                  nvme_key("secure", op, 65536), ("raw", "stream 65536"),
+                  0.5, True, ()))
+    for bs in (4096, 65536):
+        for op in ("read", "write"):
+            t.append(("guest nvme fd / in process, %s %d (>= 0.7)" % (op, bs),
+                      nvme_key("fd", op, bs), nvme_key("inproc", op, bs),
+                      0.7, True, ()))
+    for op in ("read", "write"):
+        for bs in SIZES:
+            t.append(("(info) secure / fd, %s %d" % (op, bs),
+                      nvme_key("secure", op, bs), nvme_key("fd", op, bs),
+                      0, True, None))
+    t.append(("(info) posted / acked BAR write rate",
+              ("mmio", "BAR write rate, posted"),
+              ("mmio", "BAR write rate, acked"), 0, True, None))
+    for name in ("ioeventfd", "posted"):
+        t.append(("(info) %s / acked doorbell rate" % name,
+                  ("bell", "doorbell rate, %s" % name),
+                  ("bell", "doorbell rate, acked"), 0, True, None))
+    return t
+
+
 def targets(res):
     rows = []
-
-    def ratio(name, num, den, target, higher_better):
+    for name, numk, denk, target, higher_better, _ in target_list():
+        num = res.get(*numk)
+        den = res.get(*denk) if denk else 1
         if num is None or den is None or den == 0:
             rows.append((name, None, target, "not measured"))
-            return
+            continue
         r = num / den
         ok = r >= target if higher_better else r <= target
         if target == 0:
@@ -415,48 +467,194 @@ def targets(res):
         else:
             verdict = "missed by %.0f%%" % ((r - target) / target * 100)
         rows.append((name, r, target, verdict))
-
-    ping = res.get("raw", "pingpong 16+4 B round trip")
-    # each MMIO run against a ping-pong run right before it
-    ratio("MMIO round trip / raw ping-pong (<= 1.3)",
-          res.get("mmio", "round trip / ping-pong alongside"), 1, 1.3, False)
-    ratio("(info) MMIO round trip / raw part's ping-pong",
-          res.get("mmio", "BAR read round trip (vfio-user - in process)"),
-          ping, 0, False)
-    for op in ("read", "write"):
-        ratio("fd DMA / in process, dd %s 1 MiB blocks (>= 0.9)" % op,
-              res.get("nvme", "fd %s bs=1048576" % op),
-              res.get("nvme", "inproc %s bs=1048576" % op), 0.9, True)
-    for op in ("read", "write"):
-        ratio("secure-dma / raw stream, dd %s 64 KiB (>= 0.5)" % op,
-              res.get("nvme", "secure %s bs=65536" % op),
-              res.get("raw", "stream 65536"), 0.5, True)
-    for bs in (4096, 65536):
-        for op in ("read", "write"):
-            ratio("guest nvme fd / in process, %s %d (>= 0.7)" % (op, bs),
-                  res.get("nvme", "fd %s bs=%d" % (op, bs)),
-                  res.get("nvme", "inproc %s bs=%d" % (op, bs)), 0.7, True)
-    for op in ("read", "write"):
-        for bs in SIZES:
-            ratio("(info) secure / fd, %s %d" % (op, bs),
-                  res.get("nvme", "secure %s bs=%d" % (op, bs)),
-                  res.get("nvme", "fd %s bs=%d" % (op, bs)), 0, True)
-    ratio("(info) posted / acked BAR write rate",
-          res.get("mmio", "BAR write rate, posted"),
-          res.get("mmio", "BAR write rate, acked"), 0, True)
-    for name in ("ioeventfd", "posted"):
-        ratio("(info) %s / acked doorbell rate" % name,
-              res.get("bell", "doorbell rate, %s" % name),
-              res.get("bell", "doorbell rate, acked"), 0, True)
     return rows
+
+
+# ---- chart -------------------------------------------------------------------
+
+# Bar series: (colour, legend text; %s is the implementation's label)
+SERIES = {
+    "inproc": ("#4477aa", "in process (same device inside QEMU)"),
+    "fd": ("#ee7733", "%s, DMA by fd"),
+    "secure": ("#228833", "%s, secure-dma"),
+    "other": ("#aa3377", "%s, DMA by fd"),
+    "raw": ("#999999", "raw AF_UNIX socket"),
+    "ping": ("#999999", "raw AF_UNIX ping-pong, measured alongside"),
+}
+
+
+def chart_panels(ours, other):
+    """The chart's panels: (title, unit, log scale, categories, targets).
+
+    A category is (x label, [(series, value, target or None)]); @ours and
+    @other map (group, name) to a median.  targets says in words what the
+    panel's target marks are.
+    """
+    def size(bs):
+        return "%d %s" % ((bs >> 20, "MiB") if bs >= 1 << 20 else
+                          (bs >> 10, "KiB"))
+
+    # target x reference, marked on the bar the target is about
+    marks = {}
+    words = {}
+    for _, numk, denk, target, higher, chart in target_list():
+        if target and chart is not None:
+            bar, ref = chart or (numk, denk)
+            if ours.get(ref) and ours.get(bar) is not None:
+                marks[bar] = target * ours[ref]
+                what = {"raw": "raw stream 64 KiB (secure-dma)",
+                        "mmio": "raw ping-pong",
+                        "nvme": "in process (DMA by fd)"}[ref[0]]
+                words.setdefault(bar[0], {}).setdefault(what, set()).add(
+                    "%s%g" % (">=" if higher else "<=", target))
+
+    def bar(series, key, src=None):
+        v = (ours if src is None else src).get(key)
+        if v is None:
+            return []
+        return [(series, v, marks.get(key) if src is None else None)]
+
+    other = other or {}
+    raw = [("%s\\n%s" % (n.replace("request", "req"), size(bs)),
+            bar("raw", ("raw", "%s %d" % (n, bs))))
+           for n in ("stream", "request+ack") for bs in SIZES]
+    mmio = [("BAR read\\nround trip",
+             bar("fd", MMIO_RT) + bar("other", MMIO_RT, other) +
+             bar("ping", PING_ALONGSIDE))]
+    for how in ("posted", "acked"):
+        k = ("mmio", "BAR write via vfio-user, %s" % how)
+        mmio.append(("BAR write\\n%s" % how,
+                     bar("inproc", ("mmio", "BAR write in process")) +
+                     bar("fd", k) + bar("other", k, other)))
+    for how in ("ioeventfd", "posted", "acked"):
+        k = ("bell", "doorbell write via vfio-user, %s" % how)
+        mmio.append(("doorbell\\n%s" % how,
+                     bar("fd", k) + bar("other", k, other)))
+    nvme = [("%s %s" % (op, size(bs)),
+             bar("inproc", nvme_key("inproc", op, bs)) +
+             bar("fd", nvme_key("fd", op, bs)) +
+             bar("secure", nvme_key("secure", op, bs)) +
+             bar("other", nvme_key("fd", op, bs), other))
+            for op in ("read", "write") for bs in SIZES]
+    panels = [("raw", "Raw AF_UNIX socket bandwidth (vfu-sockbench)",
+               "MiB/s, higher is better", False, raw),
+              ("mmio", "BAR accesses and doorbell writes (qtest)",
+               "us per access, lower is better", False, mmio),
+              ("nvme", "Guest nvme: direct-I/O dd (every byte is device DMA)",
+               "MiB/s (log scale), higher is better", True, nvme)]
+    return [(t, u, log, [c for c in cats if c[1]],
+             "; ".join("%s x %s" % ("/".join(sorted(v)), k)
+                       for k, v in words.get(g, {}).items()))
+            for g, t, u, log, cats in panels if any(c[1] for c in cats)]
+
+
+def chart_script(panels, labels, png, title):
+    """A gnuplot script drawing @panels into @png."""
+    def q(text):
+        return '"%s"' % text.replace('"', "'")
+
+    # raw and MMIO side by side above nvme, which has the most bars
+    if len(panels) == 3:
+        rows = 2
+        layout = [(0, 0.5, 0.4, 0.48), (0.4, 0.5, 0.6, 0.48), (0, 0, 1, 0.5)]
+    else:
+        rows = len(panels)
+        layout = [(0, (rows - 1 - i) / rows, 1, 0.96 / rows)
+                  for i in range(rows)]
+    out = ['set terminal pngcairo size 1280,%d font "DejaVu Sans,10" '
+           'noenhanced' % (400 * rows),
+           "set output %s" % q(png),
+           "set multiplot title %s font \",12\"" % q(title),
+           "set style fill solid 0.9 border -1", "set grid ytics",
+           "set key top left Left reverse font \",9\"",
+           # room for two-line category names
+           "set xtics scale 0", "set bmargin 3.5"]
+    for i, (ptitle, unit, log, cats, twords) in enumerate(panels):
+        x0, y0, width, height = layout[i]
+        nbars = max(len(c[1]) for c in cats)
+        w = 0.8 / nbars
+        vals = [v for c in cats for _, v, t in c[1]] + \
+               [t for c in cats for _, _, t in c[1] if t]
+        lo = min([v for v in vals if v > 0] or [1]) / 2 if log else 0
+        # headroom for the legend
+        hi = max(vals + [lo * 2, 1e-3]) * (30 if log else 1.6)
+        blocks = {k: [] for k in list(SERIES) + ["target"]}
+        for x, (_, bars) in enumerate(cats):
+            for j, (series, v, t) in enumerate(bars):
+                bx = x + (j - (len(bars) - 1) / 2) * w
+                blocks[series].append('%g %g %g %g %g "%s"' % (
+                    bx, max(v, lo), bx - w / 2, bx + w / 2, lo,
+                    "%.0f" % v if v >= 100 else "%.3g" % v))
+                if t:
+                    blocks["target"].append(
+                        "%g %g %g" % (bx - w * 0.6, t, w * 1.2))
+        out += ["set origin %g,%g" % (x0, y0),
+                "set size %g,%g" % (width, height),
+                "set title %s" % q(ptitle), "set ylabel %s" % q(unit),
+                "%s logscale y" % ("set" if log else "unset"),
+                "set format y %s" % q("%g"),
+                "set xrange [-0.6:%g]" % (len(cats) - 0.4),
+                "set yrange [%g:%g]" % (lo, hi),
+                "set xtics (%s)" % ", ".join("%s %d" % (q(c[0]), x)
+                                             for x, c in enumerate(cats))]
+        plots = []
+        for name, data in blocks.items():
+            if not data:
+                continue
+            out += ["$%s%d << EOD" % (name, i)] + data + ["EOD"]
+            if name == "target":
+                plots.append("$target%d using 1:2:3:(0) with vectors nohead "
+                             "lw 3 lc rgb \"#cc0000\" title %s" %
+                             (i, q("target: " + twords)))
+                continue
+            colour, text = SERIES[name]
+            label = labels[1] if name == "other" else labels[0]
+            plots.append("$%s%d using 1:2:3:4:5:2 with boxxyerror "
+                         "lc rgb \"%s\" title %s" %
+                         (name, i, colour, q(text.replace("%s", label))))
+            plots.append("$%s%d using 1:2:6 with labels "
+                         "font \",8\" offset 0,0.6 notitle" % (name, i))
+        out.append("plot " + ", \\\n     ".join(plots))
+    out.append("unset multiplot")
+    return "\n".join(out) + "\n"
+
+
+def draw_chart(png, ours, other=None, labels=("ours", "other"), title=""):
+    """Draw the medians of one run (and another implementation's) into @png."""
+    panels = chart_panels(ours, other)
+    if not panels:
+        return
+    try:
+        subprocess.run(["gnuplot"], text=True, check=True,
+                       input=chart_script(panels, labels, png, title))
+    except FileNotFoundError:
+        log("no gnuplot: no chart (./configure installs gnuplot-nox)")
+        return
+    print("chart: %s" % png)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return {(r["group"], r["name"]): r for r in csv.DictReader(f)}
+
+
+def medians(rows):
+    return {k: float(r["value"]) for k, r in rows.items()}
+
+
+def chart_title(what, rows):
+    runs = max((len(r["runs"].split()) for r in rows.values()
+                if r["group"] != "nvme"), default=0)
+    boots = max((len(r["runs"].split()) for r in rows.values()
+                 if r["group"] == "nvme"), default=0)
+    return "%s, %s: median of %d run%s, %d guest boot%s per mode" % (
+        what, time.strftime("%Y-%m-%d"), runs, "s" * (runs != 1), boots,
+        "s" * (boots != 1))
 
 
 def compare(paths, labels):
     """Print the medians of two runs' CSV files side by side."""
-    runs = []
-    for path in paths:
-        with open(path, newline="") as f:
-            runs.append({(r["group"], r["name"]): r for r in csv.DictReader(f)})
+    runs = [read_csv(path) for path in paths]
     keys = list(runs[0]) + [k for k in runs[1] if k not in runs[0]]
     print("%-6s %-48s %12s %12s %-6s %7s" % ("group", "measure", labels[0],
                                               labels[1], "unit", "ratio"))
@@ -505,10 +703,20 @@ def main():
     p.add_argument("--compare", nargs=2, metavar="CSV",
                    help="only print two earlier runs side by side")
     p.add_argument("--labels", default="ours,other",
-                   help="column names for --compare")
+                   help="names of the implementations: the one measured "
+                        "(and the other one of --compare)")
+    p.add_argument("--chart", metavar="PNG",
+                   help="bar chart of the medians and targets (gnuplot); "
+                        "default: the CSV's name with .png, none with "
+                        "--compare; '' for none")
     a = p.parse_args()
+    labels = a.labels.split(",") + ["other"]
     if a.compare:
-        compare(a.compare, a.labels.split(","))
+        compare(a.compare, labels)
+        if a.chart:
+            ours, other = [read_csv(path) for path in a.compare]
+            draw_chart(a.chart, medians(ours), medians(other), labels,
+                       chart_title("%s vs %s" % tuple(labels[:2]), ours))
         return
 
     res = Results()
@@ -542,6 +750,12 @@ def main():
     print()
     print("CSV: %s (medians of %d runs, %d for the guest)" %
           (a.csv, a.runs, a.guest_runs))
+    if a.chart is None:
+        a.chart = os.path.splitext(a.csv)[0] + ".png"
+    if a.chart:
+        rows = read_csv(a.csv)
+        draw_chart(a.chart, medians(rows), None, labels,
+                   chart_title("make bench (%s)" % labels[0], rows))
 
 
 if __name__ == "__main__":
