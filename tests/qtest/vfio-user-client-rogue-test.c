@@ -1445,13 +1445,7 @@ static void check_plugged_and_unplug(QDict *rsp)
 
 static void check_plug_error(QDict *rsp, const char *why)
 {
-    const char *desc;
-
-    g_assert(qdict_haskey(rsp, "error"));
-    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
-    g_test_message("device_add: %s", desc);
-    g_assert(strstr(desc, why));
-    qobject_unref(rsp);
+    vu_assert_qmp_error(rsp, "device_add", why);
 }
 
 /* {"type": "unix", "path": ...} as QMP device_add takes it */

@@ -204,13 +204,7 @@ static void check_ok(QDict *rsp)
 
 static void check_error(QDict *rsp, const char *why)
 {
-    const char *desc;
-
-    g_assert(qdict_haskey(rsp, "error"));
-    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
-    g_test_message("object-add: %s", desc);
-    g_assert(strstr(desc, why));
-    qobject_unref(rsp);
+    vu_assert_qmp_error(rsp, "object-add", why);
 }
 
 /*

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
+#include "qapi/qmp/qdict.h"
 
 /* Debian's firmware packages; QEMU's source package has no blobs */
 #define VU_FW_ARGS "-L /usr/share/seabios -L /usr/lib/ipxe/qemu " \
@@ -147,6 +148,19 @@ static inline void vu_kill_server(GPid pid)
 }
 
 /* Find the device at @devfn and turn on I/O, memory and bus mastering. */
+/* A QMP answer that must be an error naming @why; @what for the log */
+static inline void vu_assert_qmp_error(QDict *rsp, const char *what,
+                                       const char *why)
+{
+    const char *desc;
+
+    g_assert(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_test_message("%s: %s", what, desc);
+    g_assert(strstr(desc, why));
+    qobject_unref(rsp);
+}
+
 static inline QPCIDevice *vu_find_dev(QPCIBus *bus, int devfn)
 {
     QPCIDevice *dev = qpci_device_find(bus, devfn);
