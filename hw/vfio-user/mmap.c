@@ -68,8 +68,13 @@ void vfu_pci_bar_mmap(VfuPciDevice *dev, VfuPciBar *bar,
         return;
     }
     n = vfu_region_info_mmap_areas(info, len, areas, &err);
-    if (n <= 0) {
+    if (n < 0) {
         goto fail;
+    }
+    if (!n) {
+        /* a sparse capability of empty areas: nothing to map, no error */
+        trace_vfio_user_pci_bar_mmap_fail(bar->index, "no area to map");
+        return;
     }
     if (!nfds) {
         error_setg(&err, "no fd came with the region info");

@@ -87,6 +87,8 @@ enum {
     MMAP_UNALIGNED, MMAP_TWO_FILES, MMAP_AREAS_HUGE, MMAP_AREA_OUTSIDE,
     /* not broken: unsealed (shrunk after the plug), or sealed */
     MMAP_UNSEALED, MMAP_SEALED,
+    /* nothing to map: the only area is empty */
+    MMAP_NO_AREA,
 };
 /* A_IOFDS: what is wrong with the doorbell */
 enum {
@@ -448,6 +450,9 @@ static void rogue_mmap(Rogue *r, VfuConn *c, VfuHeader *h, uint64_t how)
         break;
     case MMAP_AREA_OUTSIDE:
         rep.area.offset = 4096;
+        break;
+    case MMAP_NO_AREA:
+        rep.area.size = 0;
         break;
     case MMAP_UNSEALED:
     case MMAP_SEALED:
@@ -1279,6 +1284,8 @@ static const Case cases[] = {
     MMAP("unsealed-shrunk", MMAP_UNSEALED, "BAR0: its fd is not sealed"),
     { "mmap/sealed", RI, 2, A_MMAP, MMAP_SEALED, 0, PLUG_OK,
       .trace = "BAR0: 0x0+0x1000 mapped", .mapped = true },
+    /* found by the realize fuzzer: the error path had no error */
+    MMAP("no-area", MMAP_NO_AREA, "BAR0: no area to map"),
     /* a bad doorbell is skipped */
     IOFDS("pipe-not-eventfd", IOFD_PIPE, "BAR0 entry 0: fd is not an eventfd"),
     IOFDS("outside-bar", IOFD_OUTSIDE,
