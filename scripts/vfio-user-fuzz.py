@@ -102,30 +102,29 @@ def check_hw_error_is_crash(binary, seed_dir):
 def run_all(binary, targets, secs, corpus_root, artifacts, first=1):
     """Print one TAP line per target; returns (passed, failed)."""
     seed_dir = tempfile.mkdtemp(prefix='vfio-user-seeds-')
-    passed = failed = 0
+    results = []
+    n = first
+
+    def report(ok, desc, tail):
+        nonlocal n
+        print(f'{"ok" if ok else "not ok"} {n} - {desc}', flush=True)
+        if not ok:
+            print(f'--- output ---\n{tail}\n---', flush=True)
+        results.append(ok)
+        n += 1
+
     try:
         make_seeds(seed_dir)
-        for i, t in enumerate(targets):
+        for t in targets:
             ok, execs, crashes, tail = run_target(binary, t, secs, corpus_root,
                                                   seed_dir, artifacts)
-            print(f'{"ok" if ok else "not ok"} {first + i} - {t}: {execs} '
-                  f'executions in {secs} s, {crashes} crashes', flush=True)
-            if ok:
-                passed += 1
-            else:
-                failed += 1
-                print(f'--- output of {t} ---\n{tail}\n---', flush=True)
+            report(ok, f'{t}: {execs} executions in {secs} s, '
+                   f'{crashes} crashes', tail)
         ok, what, tail = check_hw_error_is_crash(binary, seed_dir)
-        print(f'{"ok" if ok else "not ok"} {first + len(targets)} - '
-              f'an input reaching hw_error is a crash: {what}', flush=True)
-        if ok:
-            passed += 1
-        else:
-            failed += 1
-            print(f'--- output ---\n{tail}\n---', flush=True)
+        report(ok, f'an input reaching hw_error is a crash: {what}', tail)
     finally:
         shutil.rmtree(seed_dir, ignore_errors=True)
-    return passed, failed
+    return results.count(True), results.count(False)
 
 
 def main():

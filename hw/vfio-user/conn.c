@@ -1024,6 +1024,19 @@ bool vfu_fd_is_eventfd(int fd)
            strstr(info, "\neventfd-count:");
 }
 
+bool vfu_fd_is_unix_stream(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+
+    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
+           ss.ss_family == AF_UNIX &&
+           getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+           type == SOCK_STREAM;
+}
+
 bool vfu_fd_check_file(int fd, uint64_t end, Error **errp)
 {
     struct stat st;
@@ -1089,4 +1102,16 @@ SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
         return NULL;
     }
     return g_steal_pointer(&addr);
+}
+
+void vfu_visit_socket_out(Visitor *v, const char *name, SocketAddress **addr,
+                          Error **errp)
+{
+    g_autofree char *empty = g_strdup("");
+
+    if (!*addr) {
+        visit_type_str(v, name, &empty, errp);
+        return;
+    }
+    visit_type_SocketAddress(v, name, addr, errp);
 }

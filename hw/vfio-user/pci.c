@@ -18,8 +18,6 @@
 #include "qemu/bswap.h"
 #include "qemu/log.h"
 #include "qemu/sockets.h"
-#include "qapi/visitor.h"
-#include "qapi/qapi-visit-sockets.h"
 #include "io/channel-socket.h"
 #include "migration/blocker.h"
 #include "hw/qdev-properties.h"
@@ -381,8 +379,6 @@ static int vfu_pci_take_fd(const char *str, Error **errp)
     };
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    int type = 0;
-    socklen_t tlen = sizeof(type);
     int fd;
 
     /* a getfd name from the monitor, or a number on the command line */
@@ -390,21 +386,16 @@ static int vfu_pci_take_fd(const char *str, Error **errp)
     if (fd < 0) {
         return -1;
     }
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-        ss.ss_family != AF_UNIX ||
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
-        type != SOCK_STREAM) {
+    if (!vfu_fd_is_unix_stream(fd)) {
         error_setg(errp, "fd '%s' is not a UNIX stream socket", str);
         close(fd);
         return -1;
     }
-    len = sizeof(ss);
     if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
         error_setg(errp, "fd '%s' is not a connected socket", str);
         close(fd);
         return -1;
     }
-    qemu_socket_set_nonblock(fd);
     return fd;
 }
 
@@ -1060,14 +1051,7 @@ static void vfu_pci_set_socket(Object *obj, Visitor *v, const char *name,
 static void vfu_pci_get_socket(Object *obj, Visitor *v, const char *name,
                                void *opaque, Error **errp)
 {
-    VfuPciDevice *dev = VFIO_USER_PCI(obj);
-    g_autofree char *empty = g_strdup("");
-
-    if (!dev->socket) {
-        visit_type_str(v, name, &empty, errp);
-        return;
-    }
-    visit_type_SocketAddress(v, name, &dev->socket, errp);
+    vfu_visit_socket_out(v, name, &VFIO_USER_PCI(obj)->socket, errp);
 }
 
 static void vfu_pci_class_init(ObjectClass *klass, void *data)

@@ -25,7 +25,6 @@
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
 #include "io/channel-socket.h"
-#include "qapi/qapi-visit-sockets.h"
 #include "qemu/cutils.h"
 #include "qemu/sockets.h"
 #include "exec/memory.h"
@@ -1180,9 +1179,7 @@ static QIOChannelSocket *vfu_server_take_fd(const char *str, Error **errp)
     };
     g_autofree char *num = NULL;
     QIOChannelSocket *sioc;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    int type = 0, listening = 0;
+    int listening = 0;
     socklen_t ilen = sizeof(int);
     int fd = -1;
 
@@ -1196,14 +1193,10 @@ static QIOChannelSocket *vfu_server_take_fd(const char *str, Error **errp)
         error_setg(errp, "fd '%s' is not a number", str);
         return NULL;
     }
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-        ss.ss_family != AF_UNIX ||
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) < 0 ||
-        type != SOCK_STREAM) {
+    if (!vfu_fd_is_unix_stream(fd)) {
         error_setg(errp, "fd '%s' is not a UNIX stream socket", str);
         goto fail;
     }
-    ilen = sizeof(int);
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) < 0 ||
         !listening) {
         error_setg(errp, "fd '%s' is not a listening socket", str);
@@ -1413,14 +1406,7 @@ static void vfu_server_set_socket(Object *obj, Visitor *v, const char *name,
 static void vfu_server_get_socket(Object *obj, Visitor *v, const char *name,
                                   void *opaque, Error **errp)
 {
-    VfuServer *s = VFU_SERVER(obj);
-    g_autofree char *empty = g_strdup("");
-
-    if (!s->addr) {
-        visit_type_str(v, name, &empty, errp);
-        return;
-    }
-    visit_type_SocketAddress(v, name, &s->addr, errp);
+    vfu_visit_socket_out(v, name, &VFU_SERVER(obj)->addr, errp);
 }
 
 /* allowed-uid, allowed-gid: VFU_ANY_ID ((uid_t)-1, never an id) for anyone */

@@ -182,6 +182,8 @@ bool vfu_fd_check_file(int fd, uint64_t end, Error **errp);
  * main loop spin.
  */
 bool vfu_fd_is_eventfd(int fd);
+/* @fd is an AF_UNIX stream socket: the only kind that carries fds. */
+bool vfu_fd_is_unix_stream(int fd);
 
 /*
  * What went over a connection, for the monitor (x-query-vfio-user).
@@ -223,5 +225,8 @@ bool vfu_conn_peer_cred(VfuConn *conn, int64_t *pid, int64_t *uid,
  */
 SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
                                 char **display, Error **errp);
+/* The getter's side: @addr, or "" while it is unset. */
+void vfu_visit_socket_out(Visitor *v, const char *name, SocketAddress **addr,
+                          Error **errp);
 
 #endif /* HW_VFIO_USER_CONN_H */
