@@ -13,7 +13,7 @@ QEMU=$2
 PATCHES=${VFU_PATCHES_DIR:-$OURS/patches}
 
 # Top-level folders that mirror QEMU's layout.
-GRAFT_DIRS="hw include tests docs configs qapi"
+GRAFT_DIRS="hw include tests docs configs qapi vfio-user"
 
 # Drop links to files that no longer exist on our side.
 for d in $GRAFT_DIRS; do

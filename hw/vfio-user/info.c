@@ -8,7 +8,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qom/object.h"
-#include "hw/vfio-user/monitor.h"
+#include "vfio-user/monitor.h"
 #include "hw/vfio-user/pci.h"
 
 static VfioUserDmaMappings *vfu_pci_info_dma(VfuPciDevice *dev)

@@ -11,7 +11,7 @@
 #include "libqos/pci-pc.h"
 #include "qapi/qmp/qdict.h"
 #include "standard-headers/linux/pci_regs.h"
-#include "hw/vfio-user/protocol.h"
+#include "vfio-user/protocol.h"
 #include "vfio-user/vm-helpers.h"
 #include "vfio-user/edu.h"
 

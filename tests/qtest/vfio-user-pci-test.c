@@ -16,7 +16,7 @@
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "io/channel-socket.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 #include "standard-headers/linux/pci_regs.h"
 #include "vfio-user/vm-helpers.h"
 

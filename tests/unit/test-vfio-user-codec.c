@@ -12,7 +12,7 @@
 #include "qemu/sockets.h"
 #include "qemu/module.h"
 #include "io/channel-socket.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 #include <sys/eventfd.h>
 
 typedef struct Pair {

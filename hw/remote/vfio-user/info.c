@@ -7,7 +7,7 @@
 
 #include "qemu/osdep.h"
 #include "qom/object.h"
-#include "hw/vfio-user/monitor.h"
+#include "vfio-user/monitor.h"
 #include "hw/remote/vfio-user/remote.h"
 
 static void vfu_server_info_map(void *opaque, uint64_t iova, uint64_t size,

@@ -32,7 +32,7 @@
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_host.h"
 #include "sysemu/hostmem.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
 

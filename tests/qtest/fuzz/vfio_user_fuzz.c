@@ -45,7 +45,7 @@
 #include "hw/qdev-properties.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_host.h"
-#include "hw/vfio-user/protocol.h"
+#include "vfio-user/protocol.h"
 #include "tests/qtest/libqtest.h"
 #include "tests/qtest/fuzz/fuzz.h"
 #include "tests/qtest/fuzz/fork_fuzz.h"

@@ -1,6 +1,6 @@
 /*
  * A minimal vfio-user client for the vfio-user-server qtests, built on
- * the shared protocol core (hw/vfio-user/conn.c).
+ * the shared protocol core (vfio-user/conn.c).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -15,7 +15,7 @@
 #include "qemu/sockets.h"
 #include "qemu/module.h"
 #include "io/channel-socket.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 
 #include "edu.h"
 

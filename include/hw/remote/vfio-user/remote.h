@@ -11,7 +11,7 @@
 #include "hw/boards.h"
 #include "hw/pci/pci.h"
 #include "hw/pci-host/remote.h"
-#include "hw/vfio-user/protocol.h"
+#include "vfio-user/protocol.h"
 
 typedef struct VfuDmaSpace VfuDmaSpace;
 typedef struct VfuIrqs VfuIrqs;

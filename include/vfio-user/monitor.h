@@ -7,11 +7,11 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#ifndef HW_VFIO_USER_MONITOR_H
-#define HW_VFIO_USER_MONITOR_H
+#ifndef VFIO_USER_MONITOR_H
+#define VFIO_USER_MONITOR_H
 
 #include "qapi/qapi-types-vfio-user.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 
 /* Append this side's entries to @info's lists */
 typedef void VfuMonitorListFunc(VfioUserInfo *info);
@@ -31,4 +31,4 @@ VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn);
 void vfu_monitor_conn_lost(Object *obj, const char *id, const char *socket,
                            VfuConn *conn, const char *why);
 
-#endif /* HW_VFIO_USER_MONITOR_H */
+#endif /* VFIO_USER_MONITOR_H */

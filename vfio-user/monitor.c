@@ -13,7 +13,7 @@
 #include "monitor/monitor.h"
 #include "monitor/hmp.h"
 #include "qom/object.h"
-#include "hw/vfio-user/monitor.h"
+#include "vfio-user/monitor.h"
 
 /* Client and server: at most one each */
 #define VFU_MONITOR_MAX_LISTS   4

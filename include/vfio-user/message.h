@@ -8,10 +8,10 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#ifndef HW_VFIO_USER_MESSAGE_H
-#define HW_VFIO_USER_MESSAGE_H
+#ifndef VFIO_USER_MESSAGE_H
+#define VFIO_USER_MESSAGE_H
 
-#include "hw/vfio-user/protocol.h"
+#include "vfio-user/protocol.h"
 
 /* Hard limits of this implementation, whatever a peer proposes. */
 #define VFU_MAX_MSG_FDS         16      /* SCM_RIGHTS buffer of QIOChannel */
@@ -105,4 +105,4 @@ bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
 int vfu_region_info_mmap_areas(const VfuRegionInfo *info, size_t len,
                                VfuSparseMmapArea *areas, Error **errp);
 
-#endif /* HW_VFIO_USER_MESSAGE_H */
+#endif /* VFIO_USER_MESSAGE_H */

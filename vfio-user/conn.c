@@ -14,7 +14,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/queue.h"
 #include "io/channel-socket.h"
-#include "hw/vfio-user/conn.h"
+#include "vfio-user/conn.h"
 #include "trace.h"
 
 struct VfuConn {

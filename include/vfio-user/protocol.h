@@ -4,14 +4,14 @@
  * Follows the vfio-user specification 0.9.1 as carried by the QEMU 7.2
  * source, with the command numbering, capabilities and REGION_WRITE_MULTI
  * of revision 0.9.2.  Every multi-byte field is little-endian on the wire;
- * the codec (hw/vfio-user/message.c) converts payloads to and from host
+ * the codec (vfio-user/message.c) converts payloads to and from host
  * order, so code outside the codec sees host-order values only.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#ifndef HW_VFIO_USER_PROTOCOL_H
-#define HW_VFIO_USER_PROTOCOL_H
+#ifndef VFIO_USER_PROTOCOL_H
+#define VFIO_USER_PROTOCOL_H
 
 /* Protocol version we speak. */
 #define VFU_VERSION_MAJOR   0
@@ -295,4 +295,4 @@ typedef struct QEMU_PACKED VfuMigData {
     uint8_t data[];
 } VfuMigData;
 
-#endif /* HW_VFIO_USER_PROTOCOL_H */
+#endif /* VFIO_USER_PROTOCOL_H */

@@ -11,12 +11,12 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#ifndef HW_VFIO_USER_CONN_H
-#define HW_VFIO_USER_CONN_H
+#ifndef VFIO_USER_CONN_H
+#define VFIO_USER_CONN_H
 
 #include "io/channel.h"
 #include "qapi/qapi-types-sockets.h"
-#include "hw/vfio-user/message.h"
+#include "vfio-user/message.h"
 
 typedef struct VfuConn VfuConn;
 
@@ -229,4 +229,4 @@ SocketAddress *vfu_visit_socket(Visitor *v, const char *name,
 void vfu_visit_socket_out(Visitor *v, const char *name, SocketAddress **addr,
                           Error **errp);
 
-#endif /* HW_VFIO_USER_CONN_H */
+#endif /* VFIO_USER_CONN_H */

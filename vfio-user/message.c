@@ -11,7 +11,7 @@
 #include "qapi/qmp/qjson.h"
 #include "qapi/qmp/qnum.h"
 #include "qapi/qmp/qbool.h"
-#include "hw/vfio-user/message.h"
+#include "vfio-user/message.h"
 
 static const char *const command_names[] = {
     [VFU_CMD_VERSION] = "VERSION",
