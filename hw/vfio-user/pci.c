@@ -74,8 +74,8 @@ int vfu_pci_call(VfuPciDevice *dev, uint16_t cmd, void *payload, size_t len,
         error_setg(errp, "vfio-user-pci %s: the server is gone", dev_name(dev));
         return -ECONNRESET;
     }
-    ret = vfu_conn_call(dev->conn, cmd, payload, len, fds, nfds, reply,
-                        &local_err);
+    ret = vfu_client_call(dev->conn, cmd, payload, len, fds, nfds, reply,
+                          &local_err);
     if (ret && vfu_conn_is_broken(dev->conn)) {
         vfu_pci_set_dead(dev, local_err);
     }
@@ -93,10 +93,16 @@ static void vfu_pci_socket_readable(void *opaque)
     VfuPciDevice *dev = opaque;
     Error *err = NULL;
 
-    if (!dev->dead && vfu_conn_serve(dev->conn, false, &err) < 0) {
+    if (!dev->dead && vfu_client_serve(dev->conn, &err) < 0) {
         vfu_pci_set_dead(dev, err);
         error_free(err);
     }
+}
+
+/* Serving requests left from a call broke the connection */
+static void vfu_pci_conn_broken(VfuConn *conn, Error *err, void *opaque)
+{
+    vfu_pci_set_dead(opaque, err);
 }
 
 static int vfu_pci_region_read(VfuPciDevice *dev, uint32_t region,
@@ -429,8 +435,8 @@ static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
     vfu_conn_set_timeout(dev->conn, dev->msg_timeout_ms);
     vfu_conn_set_request_func(dev->conn, vfu_pci_serve_request, dev);
     /* two devices of one server process must not wait for each other */
-    vfu_conn_join_wait_group(dev->conn);
-    return vfu_conn_negotiate_client(dev->conn, errp) == 0;
+    vfu_client_attach(dev->conn, vfu_pci_conn_broken, dev);
+    return vfu_client_negotiate(dev->conn, errp) == 0;
 }
 
 static bool vfu_pci_get_device_info(VfuPciDevice *dev, Error **errp)

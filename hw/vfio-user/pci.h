@@ -10,7 +10,8 @@
 #include "hw/pci/pci.h"
 #include "qemu/event_notifier.h"
 #include "exec/memory.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/client.h"
+#include "vfio-user/socket.h"
 #include "qapi/qapi-types-sockets.h"
 
 #define TYPE_VFIO_USER_PCI "vfio-user-pci"

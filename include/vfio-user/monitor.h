@@ -11,7 +11,7 @@
 #define VFIO_USER_MONITOR_H
 
 #include "qapi/qapi-types-vfio-user.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/transport.h"
 
 /* Append this side's entries to @info's lists */
 typedef void VfuMonitorListFunc(VfioUserInfo *info);

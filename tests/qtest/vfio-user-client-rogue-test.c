@@ -28,7 +28,9 @@
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "io/channel-socket.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/client.h"
+#include "vfio-user/server.h"
+#include "vfio-user/socket.h"
 #include "standard-headers/linux/pci_regs.h"
 #include "vfio-user/vm-helpers.h"
 
@@ -716,7 +718,7 @@ static void rogue_version(Rogue *r, VfuConn *c, VfuMsg *m)
 
     r->seen[VFU_CMD_VERSION]++;
     if (!k || k->cmd != VFU_CMD_VERSION) {
-        vfu_conn_negotiate_server(c, m, NULL);
+        vfu_srv_negotiate(c, m, NULL);
         return;
     }
     if (k->action == A_VERSION) {

@@ -16,7 +16,9 @@
 #include "qemu/module.h"
 #include "qemu/sockets.h"
 #include "io/channel-socket.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/client.h"
+#include "vfio-user/server.h"
+#include "vfio-user/socket.h"
 #include "standard-headers/linux/pci_regs.h"
 #include "vfio-user/vm-helpers.h"
 
@@ -293,7 +295,7 @@ static void fake_send_probe(FakeServer *fs, VfuConn *c, DmaProbe *p)
     size_t len = sizeof(VfuDmaAccess) + p->data_len;
     g_autofree VfuDmaAccess *req = g_malloc0(len);
     g_autoptr(VfuMsg) m = NULL;
-    /* ids of our own, apart from anything vfu_conn_call() would pick */
+    /* ids of our own, apart from anything vfu_client_call() would pick */
     uint16_t id = 0x8000 | fs->probe_id++;
 
     req->address = p->address;
@@ -473,7 +475,7 @@ static gpointer fake_server_thread(gpointer opaque)
         vfu_conn_reply(c, m, &v, sizeof(v), NULL, 0, NULL);
         vfu_msg_free(m);
     } else {
-        int r = vfu_conn_negotiate_server(c, m, NULL);
+        int r = vfu_srv_negotiate(c, m, NULL);
         vfu_msg_free(m);
         if (r) {
             return NULL;

@@ -91,7 +91,7 @@ static VfuConn *connect_xfer(const char *sock, uint64_t max_xfer)
     }
     c = tc_connect_limits(sock, &lim);
     g_assert(c);
-    g_assert_cmpint(vfu_conn_negotiate_client(c, &error_abort), ==, 0);
+    g_assert_cmpint(vfu_client_negotiate(c, &error_abort), ==, 0);
     return c;
 }
 

@@ -1042,7 +1042,7 @@ static VfuConn *connect_fds(const char *path, uint32_t max_fds)
     lim.max_msg_fds = max_fds;
     c = tc_connect_limits(path, &lim);
     g_assert(c);
-    g_assert_cmpint(vfu_conn_negotiate_client(c, &error_abort), ==, 0);
+    g_assert_cmpint(vfu_client_negotiate(c, &error_abort), ==, 0);
     return c;
 }
 
@@ -1118,7 +1118,7 @@ static int run_silent(VfuConn **c, const Case *k)
     g_assert(*c);
     t0 = g_get_monotonic_time();
     /* our client waits up to 10 s, REMOTE_TIMEOUT_MS + 7 s of margin */
-    ret = vfu_conn_negotiate_client(*c, &err);
+    ret = vfu_client_negotiate(*c, &err);
     g_test_message("served after %" PRId64 " ms: %s",
                    (g_get_monotonic_time() - t0) / 1000,
                    err ? error_get_pretty(err) : "ok");
@@ -1194,7 +1194,7 @@ static int run_dma_chunks(VfuConn **c, const Case *k)
     lim.max_data_xfer_size = 64 * 1024 * 1024;
     *c = tc_connect_limits(sock_a, &lim);
     g_assert(*c);
-    g_assert_cmpint(vfu_conn_negotiate_client(*c, &error_abort), ==, 0);
+    g_assert_cmpint(vfu_client_negotiate(*c, &error_abort), ==, 0);
     remote_set("/objects/v0", "x-max-data-xfer-size", VFU_MAX_XFER_SIZE);
 
     g_assert_cmpint(tc_dma_map(*c, 0x200000, 0x1000, 0, RW, -1), ==, 0);

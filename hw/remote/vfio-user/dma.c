@@ -16,7 +16,7 @@
 #include "qom/object.h"
 #include "exec/memory.h"
 #include "exec/memory-bulk.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/socket.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
 

@@ -19,7 +19,7 @@
 #include "hw/pci/msi.h"
 #include "hw/pci/msix.h"
 #include "hw/remote/vfio-user/remote.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/socket.h"
 #include "trace.h"
 
 typedef struct VfuIrqVector {

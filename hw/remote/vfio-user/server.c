@@ -32,7 +32,8 @@
 #include "hw/pci/pci.h"
 #include "hw/pci/pci_host.h"
 #include "sysemu/hostmem.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/server.h"
+#include "vfio-user/socket.h"
 #include "hw/remote/vfio-user/remote.h"
 #include "trace.h"
 
@@ -56,13 +57,6 @@ OBJECT_DECLARE_SIMPLE_TYPE(VfuBarWindows, VFU_BAR_WINDOWS)
  * bigger guest's client is told ENOMEM, and its owner raises the limit.
  */
 #define VFU_SERVER_DMA_MAX      (256 * GiB)
-/*
- * Requests arriving during a DMA round trip are deferred (see
- * vfu_server_deferred), so nesting needs a nested event loop that runs
- * the deferred-request bottom half inside a device access; bound it.
- */
-#define VFU_SERVER_MAX_DEPTH    4
-
 #define VFU_NUM_BARS            (VFU_PCI_ROM_REGION + 1)
 /* Doorbells in one GET_REGION_IO_FDS reply, at most */
 #define VFU_SERVER_MAX_IOFDS    VFU_SERVER_MAX_FDS
@@ -117,11 +111,8 @@ struct VfuServer {
     guint listen_tag;
 
     VfuConn *conn;
-    QEMUBH *deferred_bh;
     QEMUTimer *handshake_timer;     /* a client that never sends VERSION */
     bool client_watched;
-    bool negotiated;
-    unsigned depth;
     char *name;
 };
 
@@ -130,6 +121,14 @@ static const TypeInfo vfu_bar_windows_info = {
     .parent = TYPE_OBJECT,
     .instance_size = sizeof(VfuBarWindows),
 };
+
+/* The client's VERSION came */
+static bool vfu_server_negotiated(VfuServer *s)
+{
+    uint16_t major, minor;
+
+    return vfu_conn_version(s->conn, &major, &minor);
+}
 
 static const char *vfu_server_id(VfuServer *s)
 {
@@ -684,26 +683,6 @@ static int vfu_server_request(VfuConn *conn, VfuMsg *msg, void *opaque)
 
     trace_vfio_user_srv_request(vfu_server_id(s), msg->hdr.msg_id,
                                 vfu_command_name(msg->hdr.command));
-    if (s->depth >= VFU_SERVER_MAX_DEPTH) {
-        trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
-                                           vfu_command_name(msg->hdr.command),
-                                           EBUSY, "nested too deep");
-        if (msg->hdr.flags & VFU_F_NO_REPLY) {
-            /*
-             * The client never sees an error reply to a posted write: it
-             * would be lost without a trace.  Say so and end the
-             * connection instead (the device is reset for the next one).
-             */
-            error_report("vfio-user-server %s: %s id %u with No_reply came "
-                         "%u requests deep and cannot be applied; dropping "
-                         "the client", vfu_server_id(s),
-                         vfu_command_name(msg->hdr.command), msg->hdr.msg_id,
-                         s->depth);
-            vfu_conn_shutdown(conn);
-        }
-        return -EBUSY;
-    }
-    s->depth++;
     switch (msg->hdr.command) {
     case VFU_CMD_VERSION:
         error_setg(&err, "VERSION was negotiated already");
@@ -759,7 +738,6 @@ static int vfu_server_request(VfuConn *conn, VfuMsg *msg, void *opaque)
         ret = -ENOSYS;
         break;
     }
-    s->depth--;
     if (ret) {
         trace_vfio_user_srv_request_failed(vfu_server_id(s), msg->hdr.msg_id,
                                            vfu_command_name(msg->hdr.command),
@@ -785,7 +763,8 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
         uint64_t chunk, max;
         int ret;
 
-        if (!s->conn || !s->negotiated || vfu_conn_is_broken(s->conn)) {
+        if (!s->conn || !vfu_server_negotiated(s) ||
+            vfu_conn_is_broken(s->conn)) {
             trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, len,
                                                 "no client");
             return MEMTX_ERROR;
@@ -811,11 +790,11 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
              * vfu_server_irq_flush()).  The client serves requests in
              * order, so a later DMA_READ or reply of ours sees the data.
              */
-            ret = vfu_conn_call_async(s->conn, VFU_CMD_DMA_WRITE, req,
-                                      sizeof(*req) + chunk, &err);
+            ret = vfu_srv_call_async(s->conn, VFU_CMD_DMA_WRITE, req,
+                                     sizeof(*req) + chunk, &err);
         } else {
-            ret = vfu_conn_call(s->conn, VFU_CMD_DMA_READ, req, sizeof(*req),
-                                NULL, 0, &reply, &err);
+            ret = vfu_srv_call(s->conn, VFU_CMD_DMA_READ, req, sizeof(*req),
+                               &reply, &err);
         }
         if (ret) {
             trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, chunk,
@@ -851,7 +830,7 @@ static void vfu_server_irq_flush(void *opaque)
     if (!s->conn || vfu_conn_is_broken(s->conn)) {
         return;
     }
-    if (vfu_conn_flush(s->conn, &err)) {
+    if (vfu_srv_flush(s->conn, &err)) {
         /* a failed posted write: the device is not told, as with PCI */
         trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), 0, 0,
                                             error_get_pretty(err));
@@ -882,6 +861,15 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     if (!s->conn) {
         return;
     }
+    if (vfu_srv_busy(s->conn)) {
+        /*
+         * Not with a request on the stack, which still uses the device
+         * and the connection: the socket handler sees the connection
+         * closed once the request is done.
+         */
+        vfu_conn_shutdown(s->conn);
+        return;
+    }
     trace_vfio_user_srv_disconnect(vfu_server_id(s));
     vfu_server_info_client_gone(OBJECT(s), s->conn,
                                 relisten ? "dropped by the server"
@@ -902,49 +890,20 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     vfu_server_place_bars(s, false);
     memset(s->bar_regs, 0, sizeof(s->bar_regs));
     vfu_dma_space_unmap_all(s->dma);
-    if (s->deferred_bh) {
-        qemu_bh_cancel(s->deferred_bh);
-    }
     if (s->handshake_timer) {
         timer_del(s->handshake_timer);
     }
     vfu_conn_free(s->conn);
     s->conn = NULL;
-    s->negotiated = false;
     if (relisten) {
         vfu_server_listen_watch(s);
     }
 }
 
-/*
- * Requests that came in while a DMA round trip was waiting for the
- * client: served now, in their order, before anything newer.
- */
-static void vfu_server_serve_deferred(VfuServer *s)
+/* The request queue's bottom half found the connection broken */
+static void vfu_server_conn_broken(VfuConn *conn, void *opaque)
 {
-    VfuMsg *msg;
-
-    while (s->conn && !vfu_conn_is_broken(s->conn) &&
-           (msg = vfu_conn_take_deferred(s->conn))) {
-        vfu_conn_handle_request(s->conn, msg);
-    }
-}
-
-static void vfu_server_deferred_bh(void *opaque)
-{
-    VfuServer *s = opaque;
-
-    vfu_server_serve_deferred(s);
-    if (s->conn && vfu_conn_is_broken(s->conn)) {
-        vfu_server_drop_client(s, true);
-    }
-}
-
-static void vfu_server_deferred(VfuConn *conn, void *opaque)
-{
-    VfuServer *s = opaque;
-
-    qemu_bh_schedule(s->deferred_bh);
+    vfu_server_drop_client(opaque, true);
 }
 
 /* The client's first message must be VERSION; false: drop the client. */
@@ -957,8 +916,7 @@ static bool vfu_server_negotiate(VfuServer *s)
     if (r == 0) {
         return true;
     }
-    if (r > 0 && vfu_conn_negotiate_server(s->conn, msg, &err) == 0) {
-        s->negotiated = true;
+    if (r > 0 && vfu_srv_negotiate(s->conn, msg, &err) == 0) {
         timer_del(s->handshake_timer);
         vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
         return true;
@@ -979,15 +937,17 @@ static bool vfu_server_negotiate(VfuServer *s)
 static bool vfu_server_serve_pending(VfuServer *s, bool drain)
 {
     Error *err = NULL;
+    int r;
 
-    vfu_server_serve_deferred(s);
     if (!s->conn || vfu_conn_is_broken(s->conn)) {
         return false;
     }
-    if (!s->negotiated) {
+    if (!vfu_server_negotiated(s)) {
         return vfu_server_negotiate(s);
     }
-    if (vfu_conn_serve(s->conn, !drain, &err) < 0) {
+    r = drain ? vfu_srv_drain(s->conn, &err)
+              : vfu_srv_serve(s->conn, true, &err);
+    if (r < 0) {
         trace_vfio_user_srv_client_error(vfu_server_id(s),
                                          error_get_pretty(err));
         error_free(err);
@@ -1001,7 +961,7 @@ static void vfu_server_handshake_timeout(void *opaque)
 {
     VfuServer *s = opaque;
 
-    if (s->conn && !s->negotiated) {
+    if (s->conn && !vfu_server_negotiated(s)) {
         trace_vfio_user_srv_client_error(vfu_server_id(s),
                                          "no VERSION within the timeout");
         vfu_server_drop_client(s, true);
@@ -1022,7 +982,7 @@ static void vfu_server_flush_client(void *opaque)
 {
     VfuServer *s = opaque;
 
-    if (s->conn && s->depth == 0 && !vfu_server_serve_pending(s, true)) {
+    if (s->conn && !vfu_server_serve_pending(s, true)) {
         vfu_server_drop_client(s, true);
     }
 }
@@ -1032,27 +992,24 @@ static void vfu_server_flush_client(void *opaque)
  * the one meant to drive the device (SO_PEERCRED: the peer's credentials
  * when it connected, kept by the kernel, so they cannot be forged).
  */
-static bool vfu_server_peer_allowed(VfuServer *s, QIOChannelSocket *sioc)
+static bool vfu_server_peer_allowed(VfuServer *s, VfuConn *conn)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
+    int64_t pid, uid, gid;
 
     if (s->allowed_uid == VFU_ANY_ID && s->allowed_gid == VFU_ANY_ID) {
         return true;
     }
-    if (getsockopt(sioc->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    if (!vfu_conn_peer_cred(conn, &pid, &uid, &gid)) {
         warn_report("vfio-user-server '%s': cannot get a client's "
-                    "credentials (%s): dropped", vfu_server_id(s),
-                    strerror(errno));
+                    "credentials: dropped", vfu_server_id(s));
         return false;
     }
-    if ((s->allowed_uid != VFU_ANY_ID && cred.uid != s->allowed_uid) ||
-        (s->allowed_gid != VFU_ANY_ID && cred.gid != s->allowed_gid)) {
-        trace_vfio_user_srv_refused(vfu_server_id(s), cred.uid, cred.gid,
-                                    cred.pid);
+    if ((s->allowed_uid != VFU_ANY_ID && uid != s->allowed_uid) ||
+        (s->allowed_gid != VFU_ANY_ID && gid != s->allowed_gid)) {
+        trace_vfio_user_srv_refused(vfu_server_id(s), uid, gid, pid);
         warn_report("vfio-user-server '%s': refused a client running as "
-                    "uid %u gid %u (pid %d)", vfu_server_id(s),
-                    (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid);
+                    "uid %" PRId64 " gid %" PRId64 " (pid %" PRId64 ")",
+                    vfu_server_id(s), uid, gid, pid);
         return false;
     }
     return true;
@@ -1066,6 +1023,7 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     g_autofree char *name = NULL;
     Error *err = NULL;
     VfuLimits ours;
+    VfuConn *conn;
 
     sioc = qio_channel_socket_accept(s->listener, &err);
     if (!sioc) {
@@ -1078,12 +1036,6 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
         /* cannot happen: we stop watching while a client is connected */
         return G_SOURCE_CONTINUE;
     }
-    if (!vfu_server_peer_allowed(s, sioc)) {
-        /* dropped; the next client in the backlog gets its turn */
-        return G_SOURCE_CONTINUE;
-    }
-    trace_vfio_user_srv_accept(vfu_server_id(s));
-
     vfu_limits_default(&ours);
     ours.max_msg_fds = VFU_SERVER_MAX_FDS;
     ours.max_data_xfer_size = s->max_data_xfer_size;
@@ -1092,15 +1044,18 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     ours.write_multiple = true;
     name = g_strdup_printf("vfio-user-server %s", vfu_server_id(s));
     qio_channel_set_name(QIO_CHANNEL(sioc), name);
-    s->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
+    conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
+    if (!vfu_server_peer_allowed(s, conn)) {
+        /* dropped; the next client in the backlog gets its turn */
+        vfu_conn_free(conn);
+        return G_SOURCE_CONTINUE;
+    }
+    trace_vfio_user_srv_accept(vfu_server_id(s));
+    s->conn = conn;
     vfu_conn_set_timeout(s->conn, s->timeout_ms);
-    s->negotiated = false;
     s->warned_unsealed = false;
     vfu_conn_set_request_func(s->conn, vfu_server_request, s);
-    vfu_conn_set_defer_func(s->conn, vfu_server_deferred, s);
-    if (!s->deferred_bh) {
-        s->deferred_bh = qemu_bh_new(vfu_server_deferred_bh, s);
-    }
+    vfu_srv_attach(s->conn, vfu_server_conn_broken, s);
     /* the only client slot is not held by one that never negotiates */
     if (!s->handshake_timer) {
         s->handshake_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
@@ -1162,7 +1117,7 @@ void vfu_server_get_status(Object *obj, VfuServerStatus *st)
     st->device = s->device;
     st->listening = s->listener != NULL;
     st->conn = s->conn;
-    st->negotiated = s->negotiated;
+    st->negotiated = s->conn && vfu_server_negotiated(s);
     st->dma = s->dma;
 }
 
@@ -1546,9 +1501,6 @@ static void vfu_server_finalize(Object *obj)
         qemu_remove_machine_init_done_notifier(&s->machine_done);
     }
     vfu_server_stop(s);
-    if (s->deferred_bh) {
-        qemu_bh_delete(s->deferred_bh);
-    }
     if (s->handshake_timer) {
         timer_free(s->handshake_timer);
     }

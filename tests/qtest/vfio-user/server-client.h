@@ -15,7 +15,9 @@
 #include "qemu/sockets.h"
 #include "qemu/module.h"
 #include "io/channel-socket.h"
-#include "vfio-user/conn.h"
+#include "vfio-user/client.h"
+#include "vfio-user/server.h"
+#include "vfio-user/socket.h"
 
 #include "edu.h"
 
@@ -82,7 +84,7 @@ static inline VfuConn *tc_connect(const char *path)
     VfuConn *c = tc_connect_raw(path);
 
     g_assert(c);
-    g_assert_cmpint(vfu_conn_negotiate_client(c, &error_abort), ==, 0);
+    g_assert_cmpint(vfu_client_negotiate(c, &error_abort), ==, 0);
     return c;
 }
 
@@ -90,7 +92,7 @@ static inline int tc_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
                           const int *fds, size_t nfds, VfuMsg **reply)
 {
     Error *err = NULL;
-    int ret = vfu_conn_call(c, cmd, payload, len, fds, nfds, reply, &err);
+    int ret = vfu_client_call(c, cmd, payload, len, fds, nfds, reply, &err);
 
     if (err) {
         g_test_message("%s: %s", vfu_command_name(cmd), error_get_pretty(err));
