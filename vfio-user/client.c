@@ -12,6 +12,7 @@
 #include "qemu/queue.h"
 #include "block/aio.h"
 #include "vfio-user/client.h"
+#include "vfio-user/socket.h"
 #include "trace.h"
 
 static const char vfu_client_kind[] = "client";
@@ -345,25 +346,66 @@ int vfu_client_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
     return 0;
 }
 
-int vfu_client_negotiate(VfuConn *c, Error **errp)
+/*
+ * The client's end of the twin socket it returned with VERSION: checked
+ * and taken out of @reply (-1 without a twin).
+ */
+static int client_take_twin(VfuConn *c, VfuMsg *reply, const VfuLimits *peer,
+                            bool proposed, Error **errp)
+{
+    int idx = peer->twin_fd_index;
+    int fd;
+
+    if (!peer->twin_socket) {
+        return -1;
+    }
+    if (!proposed) {
+        error_setg(errp, "%s: server enabled %s, which was not proposed",
+                   vfu_conn_name(c), VFU_CAP_TWIN_SOCKET);
+        return -EPROTO;
+    }
+    if (idx < 0) {
+        error_setg(errp, "%s: server enabled %s without an %s",
+                   vfu_conn_name(c), VFU_CAP_TWIN_SOCKET,
+                   VFU_CAP_TWIN_FD_INDEX);
+        return -EPROTO;
+    }
+    /* vfu_version_parse() checked that the index names an fd */
+    if (!vfu_fd_is_unix_stream(reply->fds[idx])) {
+        error_setg(errp, "%s: the %s fd is not a UNIX stream socket",
+                   vfu_conn_name(c), VFU_CAP_TWIN_SOCKET);
+        return -EPROTO;
+    }
+    fd = vfu_msg_steal_fd(reply, idx);
+    trace_vfio_user_twin(vfu_conn_name(c), fd);
+    return fd;
+}
+
+int vfu_client_negotiate_twin(VfuConn *c, int *twin_fd, Error **errp)
 {
     g_autofree void *proposal = NULL;
     g_autoptr(VfuMsg) reply = NULL;
-    const VfuLimits *local = vfu_conn_local_limits(c);
+    VfuLimits local = *vfu_conn_local_limits(c);
     VfuLimits peer;
     uint16_t major, minor;
     size_t len;
     int ret;
 
+    if (twin_fd) {
+        *twin_fd = -1;
+    }
+    /* without a place to put it, we cannot take a twin */
+    local.twin_socket = local.twin_socket && twin_fd;
+    local.twin_fd_index = -1;
     proposal = vfu_version_encode(VFU_VERSION_MAJOR, VFU_VERSION_MINOR,
-                                  local, &len);
+                                  &local, &len);
     ret = vfu_client_call(c, VFU_CMD_VERSION, proposal, len, NULL, 0, &reply,
                           errp);
     if (ret) {
         return ret;
     }
-    if (!vfu_version_parse(reply->payload, reply->len, &major, &minor,
-                           &peer, errp)) {
+    if (!vfu_version_parse(reply->payload, reply->len, reply->nfds, &major,
+                           &minor, &peer, errp)) {
         error_prepend(errp, "%s: ", vfu_conn_name(c));
         return -EPROTO;
     }
@@ -373,12 +415,24 @@ int vfu_client_negotiate(VfuConn *c, Error **errp)
                    VFU_VERSION_MAJOR, VFU_VERSION_MINOR);
         return -EPROTO;
     }
+    ret = client_take_twin(c, reply, &peer, local.twin_socket, errp);
+    if (ret < -1) {
+        return ret;
+    }
+    if (twin_fd) {
+        *twin_fd = ret;
+    }
     /* we never propose write_multiple, so the server may not enable it */
-    peer.write_multiple = peer.write_multiple && local->write_multiple;
+    peer.write_multiple = peer.write_multiple && local.write_multiple;
     vfu_conn_set_peer_limits(c, &peer);
     vfu_conn_set_version(c, major, minor);
     trace_vfio_user_version(vfu_conn_name(c), major, minor, peer.max_msg_fds,
                             peer.max_data_xfer_size, peer.max_dma_maps,
                             peer.pgsizes);
     return 0;
+}
+
+int vfu_client_negotiate(VfuConn *c, Error **errp)
+{
+    return vfu_client_negotiate_twin(c, NULL, errp);
 }

@@ -50,6 +50,8 @@ void vfu_limits_default(VfuLimits *l)
         .max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS,
         .pgsizes = VFU_DEFAULT_PGSIZES,
         .write_multiple = false,
+        .twin_socket = false,
+        .twin_fd_index = -1,
     };
 }
 
@@ -686,6 +688,15 @@ void *vfu_version_encode(uint16_t major, uint16_t minor,
     if (caps->write_multiple) {
         qdict_put_bool(c, VFU_CAP_WRITE_MULTIPLE, true);
     }
+    if (caps->twin_socket) {
+        QDict *t = qdict_new();
+
+        qdict_put_bool(t, VFU_CAP_TWIN_SUPPORTED, true);
+        if (caps->twin_fd_index >= 0) {
+            qdict_put_int(t, VFU_CAP_TWIN_FD_INDEX, caps->twin_fd_index);
+        }
+        qdict_put(c, VFU_CAP_TWIN_SOCKET, t);
+    }
     qdict_put(root, VFU_CAP_CAPABILITIES, c);
     json = qobject_to_json(QOBJECT(root));
 
@@ -721,8 +732,52 @@ static bool get_uint_cap(QDict *caps, const char *name, uint64_t min,
     return true;
 }
 
-bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
-                       uint16_t *minor, VfuLimits *caps, Error **errp)
+/* twin_socket: { "supported": bool, "fd_index": index of an fd we got } */
+static bool parse_twin_socket(QObject *o, size_t nfds, VfuLimits *caps,
+                              Error **errp)
+{
+    QDict *t = qobject_to(QDict, o);
+    QObject *s;
+    uint64_t val = UINT64_MAX;
+
+    if (!t) {
+        error_setg(errp, "VERSION: capability '%s' is not a JSON object",
+                   VFU_CAP_TWIN_SOCKET);
+        return false;
+    }
+    s = qdict_get(t, VFU_CAP_TWIN_SUPPORTED);
+    if (s) {
+        QBool *b = qobject_to(QBool, s);
+
+        if (!b) {
+            error_setg(errp, "VERSION: '%s.%s' is not a boolean",
+                       VFU_CAP_TWIN_SOCKET, VFU_CAP_TWIN_SUPPORTED);
+            return false;
+        }
+        caps->twin_socket = qbool_get_bool(b);
+    }
+    if (!caps->twin_socket) {
+        return true;    /* an fd_index without the twin means nothing */
+    }
+    if (!get_uint_cap(t, VFU_CAP_TWIN_FD_INDEX, 0, UINT32_MAX, &val, errp)) {
+        return false;
+    }
+    if (val == UINT64_MAX) {
+        return true;    /* absent: a proposal */
+    }
+    if (val >= nfds) {
+        error_setg(errp, "VERSION: '%s.%s' = %" PRIu64 " names none of the "
+                   "%zu file descriptors of the message", VFU_CAP_TWIN_SOCKET,
+                   VFU_CAP_TWIN_FD_INDEX, val, nfds);
+        return false;
+    }
+    caps->twin_fd_index = val;
+    return true;
+}
+
+bool vfu_version_parse(const void *payload, size_t len, size_t nfds,
+                       uint16_t *major, uint16_t *minor, VfuLimits *caps,
+                       Error **errp)
 {
     const VfuVersion *v = payload;
     const char *json;
@@ -825,7 +880,11 @@ bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
         }
         caps->write_multiple = qbool_get_bool(b);
     }
-    /* twin_socket, migration and unknown capabilities: ignored */
+    o = qdict_get(c, VFU_CAP_TWIN_SOCKET);
+    if (o && !parse_twin_socket(o, nfds, caps, errp)) {
+        return false;
+    }
+    /* migration and unknown capabilities: ignored */
     return true;
 }
 

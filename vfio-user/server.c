@@ -10,6 +10,7 @@
 #include "qemu/timer.h"
 #include "qemu/main-loop.h"
 #include "block/aio.h"
+#include "qemu/sockets.h"
 #include "vfio-user/server.h"
 #include "trace.h"
 
@@ -415,14 +416,37 @@ int vfu_srv_flush(VfuConn *c, Error **errp)
     return ret;
 }
 
-int vfu_srv_negotiate(VfuConn *c, VfuMsg *req, Error **errp)
+/*
+ * Make the twin socket the client asked for: our end in *@ours, the
+ * client's in *@theirs.  False when we do without (traced).
+ */
+static bool srv_make_twin(VfuConn *c, int *ours, int *theirs)
+{
+    int sv[2];
+
+    if (qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        trace_vfio_user_twin_failed(vfu_conn_name(c), g_strerror(errno));
+        return false;
+    }
+    *ours = sv[0];
+    *theirs = sv[1];
+    return true;
+}
+
+int vfu_srv_negotiate_twin(VfuConn *c, VfuMsg *req, int *twin_fd,
+                           Error **errp)
 {
     g_autofree void *answer = NULL;
     const VfuLimits *local = vfu_conn_local_limits(c);
     VfuLimits peer, ours = *local;
     uint16_t major, minor;
+    int twin[2] = { -1, -1 };
     size_t len;
+    int ret;
 
+    if (twin_fd) {
+        *twin_fd = -1;
+    }
     if (req->hdr.command != VFU_CMD_VERSION || vfu_msg_is_reply(req)) {
         error_setg(errp, "%s: expected VERSION, got %s", vfu_conn_name(c),
                    vfu_command_name(req->hdr.command));
@@ -430,8 +454,8 @@ int vfu_srv_negotiate(VfuConn *c, VfuMsg *req, Error **errp)
         return -EPROTO;
     }
     if (vfu_msg_decode(req, local, errp) ||
-        !vfu_version_parse(req->payload, req->len, &major, &minor, &peer,
-                           errp)) {
+        !vfu_version_parse(req->payload, req->len, req->nfds, &major, &minor,
+                           &peer, errp)) {
         error_prepend(errp, "%s: ", vfu_conn_name(c));
         vfu_conn_reply_error(c, req, EINVAL, NULL);
         return -EPROTO;
@@ -439,11 +463,37 @@ int vfu_srv_negotiate(VfuConn *c, VfuMsg *req, Error **errp)
     minor = MIN(minor, VFU_VERSION_MINOR);
     ours.write_multiple = ours.write_multiple && peer.write_multiple;
     peer.write_multiple = ours.write_multiple;
+    /* the client's end travels as an fd: only to a client that takes one */
+    ours.twin_socket = ours.twin_socket && twin_fd && peer.twin_socket &&
+                       peer.max_msg_fds >= 1 &&
+                       srv_make_twin(c, &twin[0], &twin[1]);
+    ours.twin_fd_index = ours.twin_socket ? 0 : -1;
+    peer.twin_socket = ours.twin_socket;
     vfu_conn_set_peer_limits(c, &peer);
     vfu_conn_set_version(c, major, minor);
     answer = vfu_version_encode(VFU_VERSION_MAJOR, minor, &ours, &len);
     trace_vfio_user_version(vfu_conn_name(c), major, minor, peer.max_msg_fds,
                             peer.max_data_xfer_size, peer.max_dma_maps,
                             peer.pgsizes);
-    return vfu_conn_reply(c, req, answer, len, NULL, 0, errp);
+    ret = vfu_conn_reply(c, req, answer, len, &twin[1],
+                         ours.twin_socket ? 1 : 0, errp);
+    if (twin[1] >= 0) {
+        close(twin[1]);
+    }
+    if (ret) {
+        if (twin[0] >= 0) {
+            close(twin[0]);
+        }
+        return ret;
+    }
+    if (twin[0] >= 0) {
+        trace_vfio_user_twin(vfu_conn_name(c), twin[0]);
+        *twin_fd = twin[0];
+    }
+    return 0;
+}
+
+int vfu_srv_negotiate(VfuConn *c, VfuMsg *req, Error **errp)
+{
+    return vfu_srv_negotiate_twin(c, req, NULL, errp);
 }

@@ -65,5 +65,12 @@ int vfu_client_serve(VfuConn *conn, Error **errp);
 
 /* VERSION: propose our limits, record the server's. */
 int vfu_client_negotiate(VfuConn *conn, Error **errp);
+/*
+ * The same, also proposing twin_socket when our limits say so.  When
+ * the server returns one, *@twin_fd is the client's end of the twin
+ * socket (checked: an AF_UNIX stream socket), owned by the caller, else
+ * -1.  A reply that enables the twin with no valid fd fails.
+ */
+int vfu_client_negotiate_twin(VfuConn *conn, int *twin_fd, Error **errp);
 
 #endif /* VFIO_USER_CLIENT_H */

@@ -33,6 +33,13 @@ typedef struct VfuLimits {
     uint32_t max_dma_maps;
     uint64_t pgsizes;
     bool write_multiple;
+    /*
+     * twin_socket: proposed by a client, offered by a server.  In a
+     * VERSION reply, the index of the fd that carries the client's end
+     * of the twin socket (-1: none).
+     */
+    bool twin_socket;
+    int twin_fd_index;
 } VfuLimits;
 
 /* A received or to-be-sent message; all fields in host order. */
@@ -88,11 +95,14 @@ void vfu_payload_encode(unsigned cmd, bool reply, void *payload, size_t len);
  * vfu_version_parse() checks a received payload: the JSON must be a
  * NUL-terminated object; unknown capabilities are ignored; missing ones
  * take the spec's defaults; values are checked for type and range.
+ * @nfds is the number of fds that came with the message: a twin_socket
+ * fd_index must name one of them.
  */
 void *vfu_version_encode(uint16_t major, uint16_t minor,
                          const VfuLimits *caps, size_t *len);
-bool vfu_version_parse(const void *payload, size_t len, uint16_t *major,
-                       uint16_t *minor, VfuLimits *caps, Error **errp);
+bool vfu_version_parse(const void *payload, size_t len, size_t nfds,
+                       uint16_t *major, uint16_t *minor, VfuLimits *caps,
+                       Error **errp);
 
 /*
  * The areas of a decoded DEVICE_GET_REGION_INFO reply (@info with @len

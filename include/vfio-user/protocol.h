@@ -70,6 +70,8 @@ typedef struct QEMU_PACKED VfuVersion {
 #define VFU_CAP_PGSIZES             "pgsizes"
 #define VFU_CAP_MIGRATION           "migration"
 #define VFU_CAP_TWIN_SOCKET         "twin_socket"
+#define VFU_CAP_TWIN_SUPPORTED      "supported"
+#define VFU_CAP_TWIN_FD_INDEX       "fd_index"
 #define VFU_CAP_WRITE_MULTIPLE      "write_multiple"
 
 /* Defaults when a capability is absent */

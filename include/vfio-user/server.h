@@ -46,6 +46,14 @@ void vfu_srv_attach(VfuConn *conn, VfuSrvBrokenFunc broken, void *opaque);
 
 /* VERSION: answer @req with the limits we accept, record the client's. */
 int vfu_srv_negotiate(VfuConn *conn, VfuMsg *req, Error **errp);
+/*
+ * The same, and when both our limits and the client's proposal have
+ * twin_socket (and @twin_fd is not NULL), make a socketpair and send the
+ * client its end with the reply: *@twin_fd is then ours, for our
+ * requests to the client (owned by the caller), else -1.
+ */
+int vfu_srv_negotiate_twin(VfuConn *conn, VfuMsg *req, int *twin_fd,
+                           Error **errp);
 
 /*
  * Run queued requests, then newly arrived ones, without blocking, at most

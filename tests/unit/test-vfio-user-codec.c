@@ -361,8 +361,8 @@ static void test_version_round_trip(void)
     g_assert_cmpint(vfu_conn_send(p.a, VFU_CMD_VERSION, 1, 0, 0, pl, len,
                                   NULL, 0, &error_abort), ==, 0);
     g_assert_cmpint(recv_decode(&p, &msg), ==, 0);
-    g_assert(vfu_version_parse(msg->payload, msg->len, &major, &minor, &out,
-                               &error_abort));
+    g_assert(vfu_version_parse(msg->payload, msg->len, msg->nfds, &major,
+                               &minor, &out, &error_abort));
     g_assert_cmpuint(major, ==, 0);
     g_assert_cmpuint(minor, ==, 2);
     g_assert_cmpuint(out.max_msg_fds, ==, 7);
@@ -376,8 +376,8 @@ static void test_version_round_trip(void)
 
 /* ---- VERSION capability parsing ------------------------------------- */
 
-static bool parse_json(const char *json, uint16_t major, VfuLimits *caps,
-                       Error **errp)
+static bool parse_json_fds(const char *json, uint16_t major, size_t nfds,
+                           VfuLimits *caps, Error **errp)
 {
     size_t jl = strlen(json) + 1;
     g_autofree VfuVersion *v = g_malloc0(sizeof(*v) + jl);
@@ -386,7 +386,13 @@ static bool parse_json(const char *json, uint16_t major, VfuLimits *caps,
     v->major = major;
     v->minor = 0;
     memcpy(v->data, json, jl);
-    return vfu_version_parse(v, sizeof(*v) + jl, &ma, &mi, caps, errp);
+    return vfu_version_parse(v, sizeof(*v) + jl, nfds, &ma, &mi, caps, errp);
+}
+
+static bool parse_json(const char *json, uint16_t major, VfuLimits *caps,
+                       Error **errp)
+{
+    return parse_json_fds(json, major, 0, caps, errp);
 }
 
 static void test_version_defaults_and_unknown(void)
@@ -396,7 +402,7 @@ static void test_version_defaults_and_unknown(void)
     /* no JSON at all */
     VfuVersion bare = { 0, 1 };
     uint16_t ma, mi;
-    g_assert(vfu_version_parse(&bare, sizeof(bare), &ma, &mi, &caps,
+    g_assert(vfu_version_parse(&bare, sizeof(bare), 0, &ma, &mi, &caps,
                                &error_abort));
     g_assert_cmpuint(caps.max_msg_fds, ==, 1);
     g_assert_cmpuint(caps.max_data_xfer_size, ==, 1024 * 1024);
@@ -460,7 +466,7 @@ static void test_version_no_nul(void)
     Error *err = NULL;
     Pair p;
 
-    g_assert(!vfu_version_parse(buf, sizeof(buf), &ma, &mi, &caps, &err));
+    g_assert(!vfu_version_parse(buf, sizeof(buf), 0, &ma, &mi, &caps, &err));
     error_free(err);
 
     /* the codec rejects it before the parser sees it */
@@ -1198,6 +1204,234 @@ static void test_version_clamped(void)
     g_assert_cmpuint(caps.max_data_xfer_size, ==, 4096);
 }
 
+/* ---- twin_socket ------------------------------------------------------- */
+
+static void test_version_twin(void)
+{
+    VfuLimits in, out;
+    g_autofree char *json = NULL;
+    g_autofree void *pl = NULL;
+    Error *err = NULL;
+    uint16_t ma, mi;
+    size_t len;
+
+    /* a client's proposal: supported, no fd */
+    vfu_limits_default(&in);
+    in.twin_socket = true;
+    pl = vfu_version_encode(0, 2, &in, &len);
+    json = g_strdup(((VfuVersion *)pl)->data);
+    g_assert(strstr(json, "\"twin_socket\": {\"supported\": true}"));
+    g_assert(vfu_version_parse(pl, len, 0, &ma, &mi, &out, &error_abort));
+    g_assert(out.twin_socket);
+    g_assert_cmpint(out.twin_fd_index, ==, -1);
+    g_clear_pointer(&pl, g_free);
+
+    /* a server's reply: the fd it names must have come with it */
+    in.twin_fd_index = 1;
+    pl = vfu_version_encode(0, 2, &in, &len);
+    g_assert(vfu_version_parse(pl, len, 2, &ma, &mi, &out, &error_abort));
+    g_assert(out.twin_socket);
+    g_assert_cmpint(out.twin_fd_index, ==, 1);
+    g_assert(!vfu_version_parse(pl, len, 1, &ma, &mi, &out, &err));
+    g_assert(strstr(error_get_pretty(err), "fd_index"));
+    g_clear_pointer(&err, error_free);
+    g_clear_pointer(&pl, g_free);
+
+    /* off: not sent at all */
+    in.twin_socket = false;
+    pl = vfu_version_encode(0, 2, &in, &len);
+    g_assert(!strstr(((VfuVersion *)pl)->data, "twin_socket"));
+    g_assert(vfu_version_parse(pl, len, 1, &ma, &mi, &out, &error_abort));
+    g_assert(!out.twin_socket);
+    g_assert_cmpint(out.twin_fd_index, ==, -1);
+
+    /* not supported: whatever else it says is not looked at */
+    g_assert(parse_json_fds("{\"capabilities\":{\"twin_socket\":"
+                            "{\"supported\":false,\"fd_index\":\"x\"}}}",
+                            0, 1, &out, &error_abort));
+    g_assert(!out.twin_socket);
+    g_assert(parse_json_fds("{\"capabilities\":{\"twin_socket\":{}}}",
+                            0, 1, &out, &error_abort));
+    g_assert(!out.twin_socket);
+}
+
+static void test_version_twin_bad(void)
+{
+    static const struct {
+        const char *twin;
+        size_t nfds;
+    } bad[] = {
+        { "true", 1 },                                  /* not an object */
+        { "[0]", 1 },
+        { "{\"supported\":1,\"fd_index\":0}", 1 },      /* not a bool */
+        { "{\"supported\":\"yes\"}", 1 },
+        { "{\"supported\":true,\"fd_index\":-1}", 1 },
+        { "{\"supported\":true,\"fd_index\":\"0\"}", 1 },
+        { "{\"supported\":true,\"fd_index\":0.5}", 1 },
+        { "{\"supported\":true,\"fd_index\":1}", 1 },   /* no such fd */
+        { "{\"supported\":true,\"fd_index\":0}", 0 },
+        { "{\"supported\":true,\"fd_index\":4294967296}", 1 },
+    };
+    VfuLimits caps;
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        g_autofree char *json = g_strdup_printf(
+            "{\"capabilities\":{\"twin_socket\":%s}}", bad[i].twin);
+        Error *err = NULL;
+
+        g_assert(!parse_json_fds(json, 0, bad[i].nfds, &caps, &err));
+        g_assert(strstr(error_get_pretty(err), "twin_socket") ||
+                 strstr(error_get_pretty(err), "fd_index"));
+        error_free(err);
+    }
+}
+
+typedef struct TwinServer {
+    VfuConn *c;
+    int twin_fd;
+    int ret;
+} TwinServer;
+
+static gpointer twin_server_thread(gpointer opaque)
+{
+    TwinServer *ts = opaque;
+    VfuMsg *req = NULL;
+    Error *err = NULL;
+
+    ts->ret = -1;
+    if (vfu_conn_recv(ts->c, &req, true, &err) == 1) {
+        ts->ret = vfu_srv_negotiate_twin(ts->c, req, &ts->twin_fd, &err);
+    }
+    error_free(err);
+    vfu_msg_free(req);
+    return NULL;
+}
+
+/* Bit 0: the client proposes twin_socket; bit 1: the server offers it */
+static void test_negotiate_twin(gconstpointer opaque)
+{
+    int mode = GPOINTER_TO_INT(opaque);
+    bool twin = mode == 3;
+    VfuLimits cl, sl;
+    TwinServer ts = { 0 };
+    int cfd = -2;
+    GThread *t;
+    Pair p;
+
+    vfu_limits_default(&cl);
+    vfu_limits_default(&sl);
+    cl.max_msg_fds = sl.max_msg_fds = 4;
+    cl.twin_socket = mode & 1;
+    sl.twin_socket = mode & 2;
+    pair_init2(&p, &cl, &sl);
+    ts.c = p.b;
+    t = g_thread_new("server", twin_server_thread, &ts);
+    g_assert_cmpint(vfu_client_negotiate_twin(p.a, &cfd, &error_abort), ==, 0);
+    g_thread_join(t);
+    g_assert_cmpint(ts.ret, ==, 0);
+    g_assert_cmpint(cfd >= 0, ==, twin);
+    g_assert_cmpint(ts.twin_fd >= 0, ==, twin);
+    g_assert_cmpint(vfu_conn_peer_limits(p.a)->twin_socket, ==, twin);
+    g_assert_cmpint(vfu_conn_peer_limits(p.b)->twin_socket, ==, twin);
+    if (twin) {
+        char buf[4] = { 0 };
+
+        /* the two ends are one socket */
+        g_assert(vfu_fd_is_unix_stream(cfd));
+        g_assert_cmpint(write(ts.twin_fd, "dma", 4), ==, 4);
+        g_assert_cmpint(read(cfd, buf, 4), ==, 4);
+        g_assert_cmpstr(buf, ==, "dma");
+        close(cfd);
+        close(ts.twin_fd);
+    }
+    pair_finish(&p);
+}
+
+typedef struct TwinReply {
+    VfuConn *c;
+    const char *json;
+    int fd;
+} TwinReply;
+
+/* Answer VERSION with a hand-made JSON and fd */
+static gpointer twin_reply_thread(gpointer opaque)
+{
+    TwinReply *tr = opaque;
+    g_autofree VfuVersion *v = NULL;
+    size_t jl = strlen(tr->json) + 1;
+    VfuMsg *req = NULL;
+
+    if (vfu_conn_recv(tr->c, &req, true, NULL) == 1) {
+        v = g_malloc0(sizeof(*v) + jl);
+        memcpy(v->data, tr->json, jl);
+        vfu_conn_reply(tr->c, req, v, sizeof(*v) + jl, &tr->fd,
+                       tr->fd >= 0 ? 1 : 0, NULL);
+    }
+    vfu_msg_free(req);
+    return NULL;
+}
+
+/* A server that enables the twin with no usable socket is refused */
+static void test_negotiate_twin_bad_reply(void)
+{
+    static const struct {
+        const char *json;
+        int fd_kind;            /* 0: none, 1: a socket, 2: an eventfd */
+        bool propose;
+        const char *error;
+    } cases[] = {
+        { "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}",
+          1, true, "without an fd_index" },
+        { "{\"capabilities\":{\"twin_socket\":{\"supported\":true,"
+          "\"fd_index\":0}}}", 2, true, "not a UNIX stream socket" },
+        { "{\"capabilities\":{\"twin_socket\":{\"supported\":true,"
+          "\"fd_index\":0}}}", 0, true, "fd_index" },
+        { "{\"capabilities\":{\"twin_socket\":{\"supported\":true,"
+          "\"fd_index\":1}}}", 1, true, "fd_index" },
+        { "{\"capabilities\":{\"twin_socket\":{\"supported\":true,"
+          "\"fd_index\":0}}}", 1, false, "not proposed" },
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        TwinReply tr = { .json = cases[i].json, .fd = -1 };
+        VfuLimits cl;
+        Error *err = NULL;
+        int cfd = -2, sv[2] = { -1, -1 };
+        GThread *t;
+        Pair p;
+
+        vfu_limits_default(&cl);
+        cl.max_msg_fds = 4;
+        cl.twin_socket = cases[i].propose;
+        pair_init2(&p, &cl, &cl);
+        if (cases[i].fd_kind == 1) {
+            g_assert_cmpint(qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==,
+                            0);
+            tr.fd = sv[0];
+        } else if (cases[i].fd_kind == 2) {
+            tr.fd = eventfd(0, EFD_CLOEXEC);
+        }
+        tr.c = p.b;
+        t = g_thread_new("server", twin_reply_thread, &tr);
+        g_assert_cmpint(vfu_client_negotiate_twin(p.a, &cfd, &err), ==,
+                        -EPROTO);
+        g_thread_join(t);
+        g_assert_cmpint(cfd, ==, -1);
+        g_assert(strstr(error_get_pretty(err), cases[i].error));
+        error_free(err);
+        /* the fd that came with the reply is not leaked */
+        for (int j = 0; j < 2; j++) {
+            if (sv[j] >= 0) {
+                close(sv[j]);
+            }
+        }
+        if (cases[i].fd_kind == 2) {
+            close(tr.fd);
+        }
+        pair_finish(&p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_autoptr(GPtrArray) rts = NULL;
@@ -1265,5 +1499,19 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/conn/negotiate-server-rejects",
                     test_negotiate_server_rejects);
     g_test_add_func("/vfio-user/codec/version/clamped", test_version_clamped);
+    g_test_add_func("/vfio-user/codec/version/twin-socket", test_version_twin);
+    g_test_add_func("/vfio-user/codec/version/twin-socket-bad",
+                    test_version_twin_bad);
+    for (int m = 0; m < 4; m++) {
+        static const char *const names[] = {
+            "neither", "client-only", "server-only", "both",
+        };
+        g_autofree char *path = g_strdup_printf(
+            "/vfio-user/conn/negotiate-twin/%s", names[m]);
+
+        g_test_add_data_func(path, GINT_TO_POINTER(m), test_negotiate_twin);
+    }
+    g_test_add_func("/vfio-user/conn/negotiate-twin/bad-reply",
+                    test_negotiate_twin_bad_reply);
     return g_test_run();
 }
