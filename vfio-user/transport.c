@@ -38,6 +38,8 @@ struct VfuConn {
     void *request_opaque;
     VfuWaitFunc wait_func;
     void *wait_opaque;
+    VfuReplyBarrierFunc reply_barrier;
+    void *reply_barrier_opaque;
     const char *policy_kind;
     void *policy;
     void (*policy_free)(void *state);
@@ -187,6 +189,13 @@ void vfu_conn_set_wait_func(VfuConn *c, VfuWaitFunc func, void *opaque)
 {
     c->wait_func = func;
     c->wait_opaque = opaque;
+}
+
+void vfu_conn_set_reply_barrier(VfuConn *c, VfuReplyBarrierFunc fn,
+                                void *opaque)
+{
+    c->reply_barrier = fn;
+    c->reply_barrier_opaque = opaque;
 }
 
 void vfu_conn_set_request_func(VfuConn *c, VfuRequestFunc func, void *opaque)
@@ -393,10 +402,22 @@ int vfu_conn_send(VfuConn *c, uint16_t cmd, uint16_t msg_id, uint32_t flags,
                                fds, nfds, 0, errp);
 }
 
+/* @req wants a reply: what must go before it is out */
+static bool reply_due(VfuConn *c, const VfuMsg *req)
+{
+    if (req->hdr.flags & VFU_F_NO_REPLY) {
+        return false;
+    }
+    if (c->reply_barrier) {
+        c->reply_barrier(c, c->reply_barrier_opaque);
+    }
+    return true;
+}
+
 int vfu_conn_reply(VfuConn *c, const VfuMsg *req, void *payload, size_t len,
                    const int *fds, size_t nfds, Error **errp)
 {
-    if (req->hdr.flags & VFU_F_NO_REPLY) {
+    if (!reply_due(c, req)) {
         return 0;
     }
     return vfu_conn_send(c, req->hdr.command, req->hdr.msg_id,
@@ -407,7 +428,7 @@ int vfu_conn_reply_error(VfuConn *c, const VfuMsg *req, int err, Error **errp)
 {
     trace_vfio_user_error_reply(c->name, req->hdr.msg_id,
                                 vfu_command_name(req->hdr.command), err);
-    if (req->hdr.flags & VFU_F_NO_REPLY) {
+    if (!reply_due(c, req)) {
         return 0;
     }
     return vfu_conn_send(c, req->hdr.command, req->hdr.msg_id,

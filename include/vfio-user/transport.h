@@ -108,6 +108,16 @@ int vfu_conn_send(VfuConn *conn, uint16_t cmd, uint16_t msg_id,
                   uint32_t flags, uint32_t error, void *payload, size_t len,
                   const int *fds, size_t nfds, Error **errp);
 
+/*
+ * Run @fn before each reply sent on @conn (NULL: none).  A side whose
+ * own requests travel on another connection (twin_socket) flushes them
+ * there first: the peer must not see a reply before what the request
+ * did before it.
+ */
+typedef void (*VfuReplyBarrierFunc)(VfuConn *conn, void *opaque);
+void vfu_conn_set_reply_barrier(VfuConn *conn, VfuReplyBarrierFunc fn,
+                                void *opaque);
+
 /* Reply to @req (no-op when @req asked for no reply). */
 int vfu_conn_reply(VfuConn *conn, const VfuMsg *req, void *payload,
                    size_t len, const int *fds, size_t nfds, Error **errp);

@@ -1432,6 +1432,47 @@ static void test_negotiate_twin_bad_reply(void)
     }
 }
 
+static void count_barrier(VfuConn *c, void *opaque)
+{
+    (*(unsigned *)opaque)++;
+}
+
+/* The reply barrier runs before each reply due, and before nothing else */
+static void test_reply_barrier(void)
+{
+    unsigned barriers = 0;
+    Pair p;
+
+    pair_init(&p, NULL);
+    vfu_conn_set_reply_barrier(p.b, count_barrier, &barriers);
+    for (int i = 0; i < 3; i++) {
+        g_autoptr(VfuMsg) req = NULL, reply = NULL;
+        uint32_t flags = VFU_F_TYPE_COMMAND | (i == 2 ? VFU_F_NO_REPLY : 0);
+
+        g_assert_cmpint(vfu_conn_send(p.a, VFU_CMD_DEVICE_RESET, 7 + i, flags,
+                                      0, NULL, 0, NULL, 0, &error_abort),
+                        ==, 0);
+        g_assert_cmpint(vfu_conn_recv(p.b, &req, true, &error_abort), ==, 1);
+        g_assert_cmpuint(barriers, ==, MIN(i, 2));
+        if (i == 1) {
+            vfu_conn_reply_error(p.b, req, EIO, &error_abort);
+        } else {
+            vfu_conn_reply(p.b, req, NULL, 0, NULL, 0, &error_abort);
+        }
+        g_assert_cmpuint(barriers, ==, MIN(i + 1, 2));
+        if (i < 2) {
+            g_assert_cmpint(vfu_conn_recv(p.a, &reply, true, &error_abort),
+                            ==, 1);
+            g_assert_cmpuint(reply->hdr.msg_id, ==, 7 + i);
+        }
+    }
+    /* our own requests are not replies */
+    g_assert_cmpint(vfu_conn_post(p.b, VFU_CMD_DEVICE_RESET, NULL, 0,
+                                  &error_abort), ==, 0);
+    g_assert_cmpuint(barriers, ==, 2);
+    pair_finish(&p);
+}
+
 int main(int argc, char **argv)
 {
     g_autoptr(GPtrArray) rts = NULL;
@@ -1513,5 +1554,6 @@ int main(int argc, char **argv)
     }
     g_test_add_func("/vfio-user/conn/negotiate-twin/bad-reply",
                     test_negotiate_twin_bad_reply);
+    g_test_add_func("/vfio-user/conn/reply-barrier", test_reply_barrier);
     return g_test_run();
 }
