@@ -92,6 +92,7 @@ struct VfuServer {
     uint64_t max_dma_total_size;
     uint64_t max_data_xfer_size;    /* what we receive, advertised */
     bool map_unsealed_fds;
+    bool twin_socket;               /* offer twin_socket to clients */
     bool warned_unsealed;
     bool warned_unsealed_bar;
     /* the BAR registers as the client wrote them (see vfu_config_is_bar()) */
@@ -111,6 +112,8 @@ struct VfuServer {
     guint listen_tag;
 
     VfuConn *conn;
+    /* twin_socket: our DMA requests to the client and their replies */
+    VfuConn *twin;
     QEMUTimer *handshake_timer;     /* a client that never sends VERSION */
     bool client_watched;
     char *name;
@@ -133,6 +136,12 @@ static bool vfu_server_negotiated(VfuServer *s)
 static const char *vfu_server_id(VfuServer *s)
 {
     return s->name ?: "?";
+}
+
+/* Where our requests to the client go: the twin socket if there is one */
+static VfuConn *vfu_server_dma_conn(VfuServer *s)
+{
+    return s->twin ?: s->conn;
 }
 
 /* ---- regions -------------------------------------------------------------- */
@@ -757,6 +766,7 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
     uint8_t *p = buf;
 
     while (len) {
+        VfuConn *conn = vfu_server_dma_conn(s);
         g_autoptr(VfuMsg) reply = NULL;
         g_autofree VfuDmaAccess *req = NULL;
         Error *err = NULL;
@@ -764,7 +774,7 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
         int ret;
 
         if (!s->conn || !vfu_server_negotiated(s) ||
-            vfu_conn_is_broken(s->conn)) {
+            vfu_conn_is_broken(s->conn) || vfu_conn_is_broken(conn)) {
             trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), addr, len,
                                                 "no client");
             return MEMTX_ERROR;
@@ -773,8 +783,8 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
          * The client takes requests of up to its limit, and the reply to a
          * DMA_READ must fit ours, or we would drop the client for it.
          */
-        max = MIN(vfu_conn_peer_limits(s->conn)->max_data_xfer_size,
-                  vfu_conn_local_limits(s->conn)->max_data_xfer_size);
+        max = MIN(vfu_conn_peer_limits(conn)->max_data_xfer_size,
+                  vfu_conn_local_limits(conn)->max_data_xfer_size);
         chunk = MIN(len, max);
         req = g_malloc0(sizeof(*req) + (is_write ? chunk : 0));
         req->address = addr;
@@ -790,10 +800,10 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
              * vfu_server_irq_flush()).  The client serves requests in
              * order, so a later DMA_READ or reply of ours sees the data.
              */
-            ret = vfu_srv_call_async(s->conn, VFU_CMD_DMA_WRITE, req,
+            ret = vfu_srv_call_async(conn, VFU_CMD_DMA_WRITE, req,
                                      sizeof(*req) + chunk, &err);
         } else {
-            ret = vfu_srv_call(s->conn, VFU_CMD_DMA_READ, req, sizeof(*req),
+            ret = vfu_srv_call(conn, VFU_CMD_DMA_READ, req, sizeof(*req),
                                &reply, &err);
         }
         if (ret) {
@@ -821,20 +831,36 @@ static MemTxResult vfu_server_dma_peer(void *opaque, uint64_t addr, void *buf,
     return MEMTX_OK;
 }
 
-/* The DMA_WRITEs still in flight must land before an interrupt does. */
+/*
+ * The DMA_WRITEs still in flight must land before an interrupt does,
+ * and, on a twin socket, before a reply on the main one.
+ */
 static void vfu_server_irq_flush(void *opaque)
 {
     VfuServer *s = opaque;
+    VfuConn *conn = s->conn ? vfu_server_dma_conn(s) : NULL;
     Error *err = NULL;
 
-    if (!s->conn || vfu_conn_is_broken(s->conn)) {
+    if (!conn || vfu_conn_is_broken(conn)) {
         return;
     }
-    if (vfu_srv_flush(s->conn, &err)) {
+    if (vfu_srv_flush(conn, &err)) {
         /* a failed posted write: the device is not told, as with PCI */
         trace_vfio_user_srv_dma_peer_failed(vfu_server_id(s), 0, 0,
                                             error_get_pretty(err));
         error_free(err);
+    }
+}
+
+/* A reply on the main socket: our DMA_WRITEs on the twin go first */
+static void vfu_server_reply_barrier(VfuConn *conn, void *opaque)
+{
+    VfuServer *s = opaque;
+    unsigned pending = s->twin ? vfu_srv_async_pending(s->twin) : 0;
+
+    if (pending) {
+        trace_vfio_user_srv_reply_barrier(vfu_server_id(s), pending);
+        vfu_server_irq_flush(s);
     }
 }
 
@@ -858,20 +884,28 @@ static void vfu_server_listen_watch(VfuServer *s)
  */
 static void vfu_server_drop_client(VfuServer *s, bool relisten)
 {
+    VfuConn *gone;
+
     if (!s->conn) {
         return;
     }
-    if (vfu_srv_busy(s->conn)) {
+    if (vfu_srv_busy(s->conn) || (s->twin && vfu_srv_busy(s->twin))) {
         /*
          * Not with a request on the stack, which still uses the device
          * and the connection: the socket handler sees the connection
          * closed once the request is done.
          */
         vfu_conn_shutdown(s->conn);
+        if (s->twin) {
+            vfu_conn_shutdown(s->twin);
+        }
         return;
     }
     trace_vfio_user_srv_disconnect(vfu_server_id(s));
-    vfu_server_info_client_gone(OBJECT(s), s->conn,
+    /* the twin may be the one that saw the client go */
+    gone = s->twin && vfu_conn_is_broken(s->twin) &&
+           !vfu_conn_is_broken(s->conn) ? s->twin : s->conn;
+    vfu_server_info_client_gone(OBJECT(s), gone,
                                 relisten ? "dropped by the server"
                                          : "the server stopped");
     if (s->client_watched) {
@@ -880,6 +914,12 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
                                        iohandler_get_aio_context(),
                                        NULL, NULL, NULL);
         s->client_watched = false;
+    }
+    if (s->twin) {
+        qio_channel_set_aio_fd_handler(vfu_conn_ioc(s->twin),
+                                       iohandler_get_aio_context(),
+                                       NULL, NULL, NULL);
+        vfu_conn_shutdown(s->twin);
     }
     vfu_conn_shutdown(s->conn);
     vfu_dma_space_set_peer(s->dma, NULL, NULL);
@@ -893,6 +933,7 @@ static void vfu_server_drop_client(VfuServer *s, bool relisten)
     if (s->handshake_timer) {
         timer_del(s->handshake_timer);
     }
+    g_clear_pointer(&s->twin, vfu_conn_free);
     vfu_conn_free(s->conn);
     s->conn = NULL;
     if (relisten) {
@@ -906,17 +947,71 @@ static void vfu_server_conn_broken(VfuConn *conn, void *opaque)
     vfu_server_drop_client(opaque, true);
 }
 
+/* The twin carries our requests only: the client's get an error */
+static int vfu_server_twin_request(VfuConn *conn, VfuMsg *msg, void *opaque)
+{
+    VfuServer *s = opaque;
+
+    trace_vfio_user_srv_twin_request(vfu_server_id(s), msg->hdr.msg_id,
+                                     vfu_command_name(msg->hdr.command));
+    return -EINVAL;
+}
+
+/* Replies to our DMA requests, or the client closed the twin */
+static void vfu_server_twin_read(void *opaque)
+{
+    VfuServer *s = opaque;
+    Error *err = NULL;
+
+    if (s->twin && vfu_srv_serve(s->twin, false, &err) < 0) {
+        trace_vfio_user_srv_client_error(vfu_server_id(s),
+                                         error_get_pretty(err));
+        error_free(err);
+        vfu_server_drop_client(s, true);
+    }
+}
+
+/*
+ * The client took the twin socket (our end: @fd): our DMA requests go
+ * there, with the main connection's limits.
+ */
+static bool vfu_server_twin_start(VfuServer *s, int fd, Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new_fd(fd, errp);
+    g_autofree char *name = NULL;
+
+    if (!sioc) {
+        close(fd);
+        return false;
+    }
+    name = g_strdup_printf("vfio-user-server %s dma", vfu_server_id(s));
+    qio_channel_set_name(QIO_CHANNEL(sioc), name);
+    s->twin = vfu_conn_new(QIO_CHANNEL(sioc), name,
+                           vfu_conn_local_limits(s->conn));
+    vfu_conn_set_peer_limits(s->twin, vfu_conn_peer_limits(s->conn));
+    vfu_conn_set_timeout(s->twin, s->timeout_ms);
+    vfu_conn_set_request_func(s->twin, vfu_server_twin_request, s);
+    vfu_srv_attach(s->twin, vfu_server_conn_broken, s);
+    vfu_conn_set_reply_barrier(s->conn, vfu_server_reply_barrier, s);
+    qio_channel_set_aio_fd_handler(QIO_CHANNEL(sioc),
+                                   iohandler_get_aio_context(),
+                                   vfu_server_twin_read, NULL, s);
+    return true;
+}
+
 /* The client's first message must be VERSION; false: drop the client. */
 static bool vfu_server_negotiate(VfuServer *s)
 {
     g_autoptr(VfuMsg) msg = NULL;
     Error *err = NULL;
     int r = vfu_conn_recv(s->conn, &msg, false, &err);
+    int twin_fd = -1;
 
     if (r == 0) {
         return true;
     }
-    if (r > 0 && vfu_srv_negotiate(s->conn, msg, &err) == 0) {
+    if (r > 0 && vfu_srv_negotiate_twin(s->conn, msg, &twin_fd, &err) == 0 &&
+        (twin_fd < 0 || vfu_server_twin_start(s, twin_fd, &err))) {
         timer_del(s->handshake_timer);
         vfu_dma_space_set_peer(s->dma, vfu_server_dma_peer, s);
         return true;
@@ -1042,6 +1137,7 @@ static gboolean vfu_server_accept(QIOChannel *ioc, GIOCondition cond,
     ours.max_dma_maps = VFU_SERVER_MAX_MAPS;
     ours.pgsizes = VFU_SERVER_PGSIZE;
     ours.write_multiple = true;
+    ours.twin_socket = s->twin_socket;
     name = g_strdup_printf("vfio-user-server %s", vfu_server_id(s));
     qio_channel_set_name(QIO_CHANNEL(sioc), name);
     conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &ours);
@@ -1117,6 +1213,7 @@ void vfu_server_get_status(Object *obj, VfuServerStatus *st)
     st->device = s->device;
     st->listening = s->listener != NULL;
     st->conn = s->conn;
+    st->twin = s->twin;
     st->negotiated = s->conn && vfu_server_negotiated(s);
     st->dma = s->dma;
 }
@@ -1481,10 +1578,22 @@ static void vfu_server_set_map_unsealed(Object *obj, bool value,
     VFU_SERVER(obj)->map_unsealed_fds = value;
 }
 
+static bool vfu_server_get_twin_socket(Object *obj, Error **errp)
+{
+    return VFU_SERVER(obj)->twin_socket;
+}
+
+static void vfu_server_set_twin_socket(Object *obj, bool value, Error **errp)
+{
+    /* applies to the next client */
+    VFU_SERVER(obj)->twin_socket = value;
+}
+
 static void vfu_server_instance_init(Object *obj)
 {
     VfuServer *s = VFU_SERVER(obj);
 
+    s->twin_socket = true;
     s->timeout_ms = VFU_DEFAULT_TIMEOUT_MS;
     s->max_dma_map_size = VFU_SERVER_DMA_MAX;
     s->max_dma_total_size = VFU_SERVER_DMA_MAX;
@@ -1578,6 +1687,14 @@ static void vfu_server_class_init(ObjectClass *oc, void *data)
         "max_data_xfer_size advertised to the next client: the largest "
         "data count it may send us, and our DMA requests' chunk size "
         "(512 to 1M, default 1M)");
+    object_class_property_add_bool(oc, "twin-socket",
+                                   vfu_server_get_twin_socket,
+                                   vfu_server_set_twin_socket);
+    object_class_property_set_description(oc, "twin-socket",
+        "offer the twin_socket capability: to a client that proposes it, "
+        "our DMA_READ/DMA_WRITE requests and their replies go over a "
+        "second socket of their own (default on; applies to the next "
+        "client)");
 }
 
 static const TypeInfo vfu_server_info = {

@@ -159,6 +159,7 @@ typedef struct VfuServerStatus {
     const char *device;
     bool listening;         /* started: accepts a client when it has none */
     struct VfuConn *conn;   /* the client's connection, or NULL */
+    struct VfuConn *twin;   /* its twin socket, or NULL */
     bool negotiated;
     VfuDmaSpace *dma;       /* NULL until started */
 } VfuServerStatus;
