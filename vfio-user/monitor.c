@@ -64,6 +64,7 @@ static VfioUserCapabilities *caps_info(const VfuLimits *l)
     c->max_dma_maps = l->max_dma_maps;
     c->pgsizes = l->pgsizes;
     c->write_multiple = l->write_multiple;
+    c->twin_socket = l->twin_socket;
     return c;
 }
 
@@ -96,7 +97,7 @@ static VfioUserCounters *counters_info(const VfuConnStats *st)
     return c;
 }
 
-VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn)
+VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn, VfuConn *twin)
 {
     VfioUserConnectionInfo *ci = g_new0(VfioUserConnectionInfo, 1);
     uint16_t major, minor;
@@ -115,6 +116,10 @@ VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn)
         ci->broken_reason = g_strdup(vfu_conn_broken_reason(conn));
     }
     ci->counters = counters_info(vfu_conn_stats(conn));
+    if (twin) {
+        ci->has_twin_counters = true;
+        ci->twin_counters = counters_info(vfu_conn_stats(twin));
+    }
     return ci;
 }
 
@@ -146,9 +151,10 @@ static void hmp_print_caps(Monitor *mon, const char *who,
 {
     monitor_printf(mon, "    %s: max_msg_fds %u, max_data_xfer_size %" PRIu64
                    ", max_dma_maps %u, pgsizes 0x%" PRIx64
-                   ", write_multiple %s\n", who, c->max_msg_fds,
-                   c->max_data_xfer_size, c->max_dma_maps, c->pgsizes,
-                   c->write_multiple ? "on" : "off");
+                   ", write_multiple %s, twin_socket %s\n", who,
+                   c->max_msg_fds, c->max_data_xfer_size, c->max_dma_maps,
+                   c->pgsizes, c->write_multiple ? "on" : "off",
+                   c->twin_socket ? "on" : "off");
 }
 
 static void hmp_print_dma(Monitor *mon, const VfioUserDmaMappings *m,
@@ -166,24 +172,8 @@ static void hmp_print_dma(Monitor *mon, const VfioUserDmaMappings *m,
     }
 }
 
-static void hmp_print_conn(Monitor *mon, const VfioUserConnectionInfo *ci,
-                           const char *peer)
+static void hmp_print_counters(Monitor *mon, const VfioUserCounters *c)
 {
-    const VfioUserCounters *c = ci->counters;
-
-    if (ci->has_peer_pid) {
-        monitor_printf(mon, "  %s: pid %" PRId64 ", uid %" PRId64 ", gid %"
-                       PRId64 "\n", peer, ci->peer_pid, ci->peer_uid,
-                       ci->peer_gid);
-    }
-    monitor_printf(mon, "  version: %s\n",
-                   ci->has_version ? ci->version : "(not negotiated)");
-    monitor_printf(mon, "  capabilities:\n");
-    hmp_print_caps(mon, "ours", ci->local);
-    hmp_print_caps(mon, peer, ci->peer);
-    if (ci->has_broken_reason) {
-        monitor_printf(mon, "  broken: %s\n", ci->broken_reason);
-    }
     monitor_printf(mon, "  requests (sent/received):");
     for (VfioUserCommandCountList *l = c->requests; l; l = l->next) {
         monitor_printf(mon, " %s %" PRIu64 "/%" PRIu64, l->value->command,
@@ -198,6 +188,29 @@ static void hmp_print_conn(Monitor *mon, const VfioUserConnectionInfo *ci,
                    ", received %" PRIu64 "\n", c->dma_read_bytes,
                    c->dma_write_bytes, c->timeouts, c->bytes_sent,
                    c->bytes_received);
+}
+
+static void hmp_print_conn(Monitor *mon, const VfioUserConnectionInfo *ci,
+                           const char *peer)
+{
+    if (ci->has_peer_pid) {
+        monitor_printf(mon, "  %s: pid %" PRId64 ", uid %" PRId64 ", gid %"
+                       PRId64 "\n", peer, ci->peer_pid, ci->peer_uid,
+                       ci->peer_gid);
+    }
+    monitor_printf(mon, "  version: %s\n",
+                   ci->has_version ? ci->version : "(not negotiated)");
+    monitor_printf(mon, "  capabilities:\n");
+    hmp_print_caps(mon, "ours", ci->local);
+    hmp_print_caps(mon, peer, ci->peer);
+    if (ci->has_broken_reason) {
+        monitor_printf(mon, "  broken: %s\n", ci->broken_reason);
+    }
+    hmp_print_counters(mon, ci->counters);
+    if (ci->has_twin_counters) {
+        monitor_printf(mon, "  twin socket:\n");
+        hmp_print_counters(mon, ci->twin_counters);
+    }
 }
 
 static void hmp_info_vfio_user(Monitor *mon, const QDict *qdict)

@@ -21,8 +21,8 @@ void vfu_monitor_register(VfuMonitorListFunc *fn);
 void vfu_monitor_add_mapping(VfioUserDmaMappings *m, uint64_t iova,
                              uint64_t size, uint32_t flags, bool fd);
 
-/* The monitor view of @conn */
-VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn);
+/* The monitor view of @conn, and of its twin socket (may be NULL) */
+VfioUserConnectionInfo *vfu_monitor_conn_info(VfuConn *conn, VfuConn *twin);
 
 /*
  * Send VFIO_USER_CONNECTION_LOST for @obj (a device or server, @id may be

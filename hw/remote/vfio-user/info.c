@@ -41,7 +41,7 @@ static int vfu_server_info_one(Object *obj, void *opaque)
     }
     if (st.conn) {
         si->has_connection = true;
-        si->connection = vfu_monitor_conn_info(st.conn);
+        si->connection = vfu_monitor_conn_info(st.conn, st.twin);
     }
     QAPI_LIST_APPEND(*tail, si);
     return 0;
