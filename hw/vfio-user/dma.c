@@ -423,6 +423,14 @@ int vfu_pci_serve_request(VfuConn *conn, VfuMsg *msg, void *opaque)
         trace_vfio_user_pci_bad_request(msg->hdr.command);
         return -ENOTSUP;
     }
+    /*
+     * With a twin socket the server's requests come there only: here
+     * they could overwrite dma_rsp while the twin sends from it.
+     */
+    if (dev->twin && conn != dev->twin) {
+        trace_vfio_user_pci_dma_off_twin(msg->hdr.command);
+        return -EINVAL;
+    }
     trace_vfio_user_pci_dma_access(is_write, a->address, a->count);
     if (!vfu_dma_allowed(dev, a->address, a->count,
                          is_write ? VFU_DMA_MAP_F_WRITE : VFU_DMA_MAP_F_READ)) {

@@ -47,7 +47,7 @@ static int vfu_pci_info_one(Object *obj, void *opaque)
     d->dma_mappings = vfu_pci_info_dma(dev);
     if (dev->conn) {
         d->has_connection = true;
-        d->connection = vfu_monitor_conn_info(dev->conn, NULL);
+        d->connection = vfu_monitor_conn_info(dev->conn, dev->twin);
     }
     QAPI_LIST_APPEND(*tail, d);
     return 0;

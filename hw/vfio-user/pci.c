@@ -39,8 +39,45 @@ static const char *dev_name(VfuPciDevice *dev)
     return d->id ? d->id : dev->socket_name;
 }
 
-static void vfu_pci_socket_readable(void *opaque);
 static void vfu_pci_exit(PCIDevice *pdev);
+
+/* Requests the server sends while no call of ours is in progress. */
+static void vfu_pci_serve_conn(VfuPciDevice *dev, VfuConn *conn)
+{
+    Error *err = NULL;
+
+    if (!dev->dead && vfu_client_serve(conn, &err) < 0) {
+        vfu_pci_set_dead(dev, err);
+        error_free(err);
+    }
+}
+
+static void vfu_pci_socket_readable(void *opaque)
+{
+    VfuPciDevice *dev = opaque;
+
+    vfu_pci_serve_conn(dev, dev->conn);
+}
+
+static void vfu_pci_twin_readable(void *opaque)
+{
+    VfuPciDevice *dev = opaque;
+
+    vfu_pci_serve_conn(dev, dev->twin);
+}
+
+/* Serve our sockets from the main loop, or stop (@on false) */
+static void vfu_pci_watch(VfuPciDevice *dev, bool on)
+{
+    if (dev->conn) {
+        qemu_set_fd_handler(vfu_conn_fd(dev->conn),
+                            on ? vfu_pci_socket_readable : NULL, NULL, dev);
+    }
+    if (dev->twin) {
+        qemu_set_fd_handler(vfu_conn_fd(dev->twin),
+                            on ? vfu_pci_twin_readable : NULL, NULL, dev);
+    }
+}
 
 void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
 {
@@ -53,10 +90,12 @@ void vfu_pci_set_dead(VfuPciDevice *dev, Error *err)
                  dev->socket_name, err ? error_get_pretty(err) : "closed");
     trace_vfio_user_pci_dead(dev_name(dev));
     vfu_pci_info_lost(dev, err);
+    vfu_pci_watch(dev, false);
     if (dev->conn) {
-        qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
-                            NULL, NULL, NULL);
         vfu_conn_shutdown(dev->conn);
+    }
+    if (dev->twin) {
+        vfu_conn_shutdown(dev->twin);
     }
     if (dev->intx_pending) {
         dev->intx_pending = false;
@@ -85,18 +124,6 @@ int vfu_pci_call(VfuPciDevice *dev, uint16_t cmd, void *payload, size_t len,
         error_propagate(errp, local_err);
     }
     return ret;
-}
-
-/* Requests the server sends while no call of ours is in progress. */
-static void vfu_pci_socket_readable(void *opaque)
-{
-    VfuPciDevice *dev = opaque;
-    Error *err = NULL;
-
-    if (!dev->dead && vfu_client_serve(dev->conn, &err) < 0) {
-        vfu_pci_set_dead(dev, err);
-        error_free(err);
-    }
 }
 
 /* Serving requests left from a call broke the connection */
@@ -405,12 +432,51 @@ static int vfu_pci_take_fd(const char *str, Error **errp)
     return fd;
 }
 
+static VfuConn *vfu_pci_conn_new(VfuPciDevice *dev, QIOChannel *ioc,
+                                 const char *name, const VfuLimits *local)
+{
+    VfuConn *conn = vfu_conn_new(ioc, name, local);
+
+    vfu_conn_set_timeout(conn, dev->msg_timeout_ms);
+    vfu_conn_set_request_func(conn, vfu_pci_serve_request, dev);
+    /*
+     * Two devices of one server process must not wait for each other,
+     * and a call on the main socket serves the twin while it waits.
+     */
+    vfu_client_attach(conn, vfu_pci_conn_broken, dev);
+    return conn;
+}
+
+/*
+ * The server returned a twin socket (our end: @fd): its DMA requests
+ * come there, served like those of the main socket.
+ */
+static bool vfu_pci_twin_start(VfuPciDevice *dev, int fd, Error **errp)
+{
+    g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new_fd(fd, errp);
+    g_autofree char *name = NULL;
+    uint16_t major, minor;
+
+    if (!sioc) {
+        close(fd);
+        return false;
+    }
+    name = g_strdup_printf("vfio-user-pci-twin:%s", dev_name(dev));
+    qio_channel_set_name(QIO_CHANNEL(sioc), name);
+    dev->twin = vfu_pci_conn_new(dev, QIO_CHANNEL(sioc), name,
+                                 vfu_conn_local_limits(dev->conn));
+    vfu_conn_set_peer_limits(dev->twin, vfu_conn_peer_limits(dev->conn));
+    vfu_conn_version(dev->conn, &major, &minor);
+    vfu_conn_set_version(dev->twin, major, minor);
+    return true;
+}
+
 static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
 {
     g_autoptr(QIOChannelSocket) sioc = NULL;
     g_autofree char *name = NULL;
     VfuLimits local;
-    int fd;
+    int fd, twin_fd;
 
     if (dev->socket->type == SOCKET_ADDRESS_TYPE_FD) {
         fd = vfu_pci_take_fd(dev->socket->u.fd.str, errp);
@@ -431,12 +497,12 @@ static bool vfu_pci_connect(VfuPciDevice *dev, Error **errp)
     vfu_limits_default(&local);
     local.max_msg_fds = 8;
     local.max_data_xfer_size = VFU_MAX_XFER_SIZE;
-    dev->conn = vfu_conn_new(QIO_CHANNEL(sioc), name, &local);
-    vfu_conn_set_timeout(dev->conn, dev->msg_timeout_ms);
-    vfu_conn_set_request_func(dev->conn, vfu_pci_serve_request, dev);
-    /* two devices of one server process must not wait for each other */
-    vfu_client_attach(dev->conn, vfu_pci_conn_broken, dev);
-    return vfu_client_negotiate(dev->conn, errp) == 0;
+    local.twin_socket = dev->twin_socket;
+    dev->conn = vfu_pci_conn_new(dev, QIO_CHANNEL(sioc), name, &local);
+    if (vfu_client_negotiate_twin(dev->conn, &twin_fd, errp)) {
+        return false;
+    }
+    return twin_fd < 0 || vfu_pci_twin_start(dev, twin_fd, errp);
 }
 
 static bool vfu_pci_get_device_info(VfuPciDevice *dev, Error **errp)
@@ -948,8 +1014,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "the server closed the connection");
         goto fail;
     }
-    qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
-                        vfu_pci_socket_readable, NULL, dev);
+    vfu_pci_watch(dev, true);
     return;
 
 fail:
@@ -962,10 +1027,7 @@ static void vfu_pci_exit(PCIDevice *pdev)
 {
     VfuPciDevice *dev = VFIO_USER_PCI(pdev);
 
-    if (dev->conn) {
-        qemu_set_fd_handler(QIO_CHANNEL_SOCKET(vfu_conn_ioc(dev->conn))->fd,
-                            NULL, NULL, NULL);
-    }
+    vfu_pci_watch(dev, false);
     vfu_pci_dma_exit(dev);
     vfu_pci_irq_exit(dev);
     vfu_pci_ioeventfds_exit(dev);
@@ -981,6 +1043,7 @@ static void vfu_pci_exit(PCIDevice *pdev)
         msi_uninit(pdev);
         dev->msi_cap = 0;
     }
+    g_clear_pointer(&dev->twin, vfu_conn_free);
     g_clear_pointer(&dev->conn, vfu_conn_free);
     if (dev->migration_blocker) {
         migrate_del_blocker(dev->migration_blocker);
@@ -1026,6 +1089,7 @@ static Property vfu_pci_properties[] = {
     DEFINE_PROP_UINT32("x-msg-timeout", VfuPciDevice, msg_timeout_ms,
                        VFU_DEFAULT_TIMEOUT_MS),
     DEFINE_PROP_BOOL("x-posted-writes", VfuPciDevice, posted_writes, true),
+    DEFINE_PROP_BOOL("x-twin-socket", VfuPciDevice, twin_socket, true),
     DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -1087,6 +1151,10 @@ static void vfu_pci_class_init(ObjectClass *klass, void *data)
     object_class_property_set_description(klass, "x-posted-writes",
         "send BAR writes without waiting for the server to acknowledge "
         "them (No_reply); config space writes are always acknowledged");
+    object_class_property_set_description(klass, "x-twin-socket",
+        "propose the twin_socket capability: a server that takes it sends "
+        "its DMA requests over a second socket of their own, apart from "
+        "our requests and their replies");
     object_class_property_set_description(klass, "x-msg-timeout",
         "milliseconds the server may stay silent while a request waits "
         "for its reply; DMA requests served meanwhile restart the wait, "

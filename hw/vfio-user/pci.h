@@ -67,10 +67,13 @@ struct VfuPciDevice {
     bool no_ioeventfd;
     uint32_t msg_timeout_ms;
     bool posted_writes;     /* BAR writes go out flagged No_reply */
+    bool twin_socket;       /* propose twin_socket */
 
     Error *migration_blocker;
 
     VfuConn *conn;
+    /* twin_socket: the server's DMA requests and our replies, or NULL */
+    VfuConn *twin;
     bool dead;              /* server gone: the device is inert */
 
     VfuDeviceInfo info;

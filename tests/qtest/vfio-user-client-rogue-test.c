@@ -64,6 +64,7 @@ typedef enum Action {
     A_BUSY,             /* DMA_READ requests for @off ms, then the reply */
     A_LATER,            /* the reply, then @off (LATER_*) a little later */
     A_VERSION,          /* VERSION answered with JSON @str */
+    A_VERSION_FD,       /* the same, with an fd of kind @val (TWIN_*) */
     A_MMAP,             /* BAR0 offered for mmap, broken as @off says */
     A_IOFDS,            /* BAR0 doorbells, broken as @off says */
     A_BACKLOG,          /* a listen queue kept full: never accepts */
@@ -100,6 +101,11 @@ enum {
     IOFD_COLLIDE, IOFD_OVERLAP, IOFD_IN_MSIX,
 };
 
+/* A_VERSION_FD: what comes with the VERSION reply */
+enum {
+    TWIN_SOCKET, TWIN_EVENTFD,
+};
+
 typedef enum Expect {
     PLUG_FAIL,          /* device_add fails, with @reason in the error */
     PLUG_OK,            /* the device works */
@@ -131,6 +137,7 @@ typedef struct Case {
     const char *trace;  /* in QEMU's trace log during the case */
     bool mapped;        /* A_MMAP: BAR0 must be mapped, else must not */
     int timeout;        /* x-msg-timeout: 0 for MSG_TIMEOUT_MS, -1 for 0 */
+    bool twin;          /* VERSION gives the client a twin socket */
 } Case;
 
 struct Rogue {
@@ -149,6 +156,7 @@ struct Rogue {
     int req_error;
     bool req_answered;
     int filler;         /* A_BACKLOG: the connection that fills the queue */
+    int twin_fd;        /* Case.twin: our end of the twin socket, or -1 */
     bool stop;
     /* A_LATER: act now; done (or hung up on); done while the client waited */
     bool later_go, later_done, hung_up, overlapped;
@@ -666,6 +674,7 @@ static void rogue_misbehave(Rogue *r, VfuConn *c, VfuMsg *m, uint8_t *buf,
         }
         return;
     case A_VERSION:
+    case A_VERSION_FD:
     case A_BACKLOG:
     case A_NONE:
         break;
@@ -710,6 +719,30 @@ static int rogue_request(VfuConn *c, VfuMsg *m, void *opaque)
     return vfu_conn_reply(c, m, buf, len, NULL, 0, NULL);
 }
 
+/* VERSION 0.2 answered with JSON @k->str and one fd (twin_socket) */
+static void rogue_version_fd(VfuConn *c, VfuMsg *m, const Case *k)
+{
+    VfuVersion v = { .major = 0, .minor = 2 };
+    size_t len = sizeof(v) + strlen(k->str) + 1;
+    g_autofree uint8_t *p = g_malloc0(len);
+    int fds[2] = { -1, -1 };
+
+    memcpy(p, &v, sizeof(v));
+    memcpy(p + sizeof(v), k->str, len - sizeof(v));
+    if (k->val == TWIN_EVENTFD) {
+        fds[0] = eventfd(0, EFD_CLOEXEC);
+    } else {
+        g_assert_cmpint(qemu_socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+    }
+    g_assert_cmpint(fds[0], >=, 0);
+    vfu_conn_reply(c, m, p, len, fds, 1, NULL);
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+}
+
 static void rogue_version(Rogue *r, VfuConn *c, VfuMsg *m)
 {
     const Case *k = r->k;
@@ -717,8 +750,17 @@ static void rogue_version(Rogue *r, VfuConn *c, VfuMsg *m)
     size_t len;
 
     r->seen[VFU_CMD_VERSION]++;
+    if (k && k->twin) {
+        /* a good twin, kept open; the rogue goes on on the main socket */
+        vfu_srv_negotiate_twin(c, m, &r->twin_fd, NULL);
+        return;
+    }
     if (!k || k->cmd != VFU_CMD_VERSION) {
         vfu_srv_negotiate(c, m, NULL);
+        return;
+    }
+    if (k->action == A_VERSION_FD) {
+        rogue_version_fd(c, m, k);
         return;
     }
     if (k->action == A_VERSION) {
@@ -775,6 +817,7 @@ static gpointer rogue_thread(gpointer opaque)
     }
     vfu_limits_default(&lim);
     lim.max_msg_fds = 8;
+    lim.twin_socket = r->k && r->k->twin;
     c = vfu_conn_new(QIO_CHANNEL(sioc), "rogue-server", &lim);
     object_unref(OBJECT(sioc));
     vfu_conn_set_timeout(c, 60000);
@@ -810,6 +853,7 @@ static Rogue *rogue_start(const Case *k)
     addr.u.q_unix.path = r->path;
     r->listener = qio_channel_socket_new();
     r->filler = -1;
+    r->twin_fd = -1;
     if (k && k->action == A_BACKLOG) {
         /* a backlog of 0 holds one connection: ours */
         qio_channel_socket_listen_sync(r->listener, &addr, 0, &error_abort);
@@ -843,6 +887,9 @@ static void rogue_free(Rogue *r)
     }
     if (r->filler >= 0) {
         close(r->filler);
+    }
+    if (r->twin_fd >= 0) {
+        close(r->twin_fd);
     }
     unlink(r->path);
     g_free(r->path);
@@ -1020,7 +1067,8 @@ static void vm_start(void)
                       "-trace vfio_user_pci_ioeventfd* "
                       "-trace vfio_user_pci_bar_mmap* "
                       "-trace vfio_user_pci_dma_denied "
-                      "-trace vfio_user_pci_bad_request", pidfile, trace_log);
+                      "-trace vfio_user_pci_bad_request "
+                      "-trace vfio_user_pci_dma_off_twin", pidfile, trace_log);
     g_assert(g_file_get_contents(pidfile, &pid, NULL, NULL));
     unlink(pidfile);
     qpid = atoi(pid);
@@ -1180,6 +1228,10 @@ static void test_case(gconstpointer opaque)
 
 #define VERSION_JSON(nm, maj, min, json, reason) \
     { nm, VFU_CMD_VERSION, 1, A_VERSION, maj, min, PLUG_FAIL, reason, json }
+/* VERSION enables twin_socket as @json says, with an fd of kind @fd */
+#define TWIN(nm, fd, json, reason) \
+    { nm, VFU_CMD_VERSION, 1, A_VERSION_FD, 0, fd, PLUG_FAIL, reason, \
+      "{\"capabilities\":{\"twin_socket\":" json "}}" }
 #define FAIL(nm, cmd, nth, act, off, val, reason) \
     { nm, cmd, nth, act, off, val, PLUG_FAIL, reason }
 #define OK(nm, cmd, nth, act, off, val) \
@@ -1224,6 +1276,16 @@ static const Case cases[] = {
       PLUG_OK, NULL, "{\"capabilities\":{\"max_dma_maps\":2}}", 0, 2 },
     VERSION_JSON("version/pgsizes-zero", 0, 2,
                  "{\"capabilities\":{\"pgsizes\":0}}", "pgsizes"),
+    /* twin_socket enabled, but its fd is not a socket we can use */
+    TWIN("version/twin-fd-index-out", TWIN_SOCKET,
+         "{\"supported\":true,\"fd_index\":1}", "names none of the 1"),
+    TWIN("version/twin-fd-index-string", TWIN_SOCKET,
+         "{\"supported\":true,\"fd_index\":\"0\"}", "fd_index"),
+    TWIN("version/twin-no-fd-index", TWIN_SOCKET, "{\"supported\":true}",
+         "without an fd_index"),
+    TWIN("version/twin-not-socket", TWIN_EVENTFD,
+         "{\"supported\":true,\"fd_index\":0}",
+         "not a UNIX stream socket"),
     FAIL("version/short", VFU_CMD_VERSION, 1, A_SHORT, 2, 0, "bad reply"),
     FAIL("version/no-nul", VFU_CMD_VERSION, 1, A_SHORT, 6, 0,
          "NUL-terminated"),
@@ -1393,6 +1455,10 @@ static const Case cases[] = {
     REQ("req/region-read", VFU_CMD_REGION_READ, ENOTSUP,
         "vfio_user_pci_bad_request command 9"),
     REQ("req/unknown", 99, ENOSYS, NULL),
+    /* with a twin socket, DMA requests on the main socket are refused */
+    { "req/dma-read-off-twin", RR, BAR0_READ, A_REQ_FIRST, 0, VFU_CMD_DMA_READ,
+      REQ_ERROR, NULL, NULL, EINVAL, .twin = true,
+      .trace = "vfio_user_pci_dma_off_twin command 11" },
 };
 
 /*

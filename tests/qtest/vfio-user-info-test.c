@@ -42,7 +42,12 @@ static pid_t read_pidfile(const char *path)
     return pid;
 }
 
-static void pair_start(Pair *p, bool secure_dma)
+/* twin_socket: both sides offer it (the default), or one side does not */
+typedef enum TwinMode {
+    TWIN_ON, TWIN_CLIENT_OFF, TWIN_SERVER_OFF,
+} TwinMode;
+
+static void pair_start_twin(Pair *p, bool secure_dma, TwinMode twin)
 {
     g_autofree char *rpid = NULL, *vpid = NULL;
     uint64_t size;
@@ -56,17 +61,24 @@ static void pair_start(Pair *p, bool secure_dma)
     p->remote = qtest_initf("-M remote -accel tcg -nodefaults -pidfile %s "
                             "-device edu,id=e0 "
                             "-object vfio-user-server,id=v0,socket=%s,"
-                            "device=e0", rpid, p->sock);
+                            "device=e0%s", rpid, p->sock,
+                            twin == TWIN_SERVER_OFF ? ",twin-socket=off" : "");
     p->remote_pid = read_pidfile(rpid);
     p->vm = qtest_initf(VU_FW_ARGS "-M pc,memory-backend=mem -m 64M "
                         "-object memory-backend-memfd,id=mem,size=64M,"
                         "share=on -pidfile %s "
-                        "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s",
-                        vpid, p->sock, secure_dma ? ",secure-dma=on" : "");
+                        "-device vfio-user-pci,socket=%s,id=edu,addr=04.0%s%s",
+                        vpid, p->sock, secure_dma ? ",secure-dma=on" : "",
+                        twin == TWIN_CLIENT_OFF ? ",x-twin-socket=off" : "");
     p->vm_pid = read_pidfile(vpid);
     p->bus = qpci_new_pc(p->vm, NULL);
     p->dev = vu_find_dev(p->bus, DEVFN);
     p->bar = qpci_iomap(p->dev, 0, &size);
+}
+
+static void pair_start(Pair *p, bool secure_dma)
+{
+    pair_start_twin(p, secure_dma, TWIN_ON);
 }
 
 static void pair_free(Pair *p)
@@ -131,6 +143,25 @@ static uint64_t requests(QDict *conn, const char *cmd, const char *dir)
         }
     }
     return 0;
+}
+
+/*
+ * @conn's twin socket, shaped like a connection (its "counters") for
+ * counter() and requests(); unref it.
+ */
+static QDict *twin_of(QDict *conn)
+{
+    QDict *t = qdict_new();
+
+    g_assert(qdict_haskey(conn, "twin-counters"));
+    qdict_put_obj(t, "counters",
+                  qobject_ref(qdict_get(conn, "twin-counters")));
+    return t;
+}
+
+static bool twin_in_use(QDict *conn)
+{
+    return qdict_get_bool(qdict_get_qdict(conn, "peer"), "twin-socket");
 }
 
 static uint64_t mappings(QDict *entry, const char *name)
@@ -330,10 +361,16 @@ static void test_fd(void)
     pair_free(&p);
 }
 
-/* secure-dma: every DMA a message, counted in bytes on both sides */
-static void test_secure_dma(void)
+/*
+ * secure-dma: every DMA a message, counted in bytes on both sides, on
+ * the twin socket when both sides offer it, else on the main one.
+ */
+static void test_secure_dma(gconstpointer opaque)
 {
+    TwinMode mode = GPOINTER_TO_INT(opaque);
+    bool twin = mode == TWIN_ON;
     QDict *rsp_c, *rsp_s, *c, *s, *cc, *sc;
+    g_autoptr(QDict) dc = NULL, ds = NULL;
     uint8_t pattern[4000], back[4000];
     uint64_t rd, wr, nrd, nwr;
     g_autofree char *hmp_c = NULL;
@@ -342,7 +379,7 @@ static void test_secure_dma(void)
     for (size_t i = 0; i < sizeof(pattern); i++) {
         pattern[i] = i * 13 + 1;
     }
-    pair_start(&p, true);
+    pair_start_twin(&p, true, mode);
     c = query_one(p.vm, "clients", &rsp_c);
     s = query_one(p.remote, "servers", &rsp_s);
     g_assert(qdict_get_bool(c, "secure-dma"));
@@ -353,10 +390,22 @@ static void test_secure_dma(void)
     g_assert_cmpuint(mappings(s, "fd-count"), ==, 0);
     assert_mappings_match(c, s, false);
     sc = conn_of(s);
-    rd = counter(sc, "dma-read-bytes");
-    wr = counter(sc, "dma-write-bytes");
-    nrd = requests(sc, "DMA_READ", "sent");
-    nwr = requests(sc, "DMA_WRITE", "sent");
+    /* what each side offered, and what is in use */
+    g_assert(qdict_get_bool(qdict_get_qdict(sc, "local"), "twin-socket") ==
+             (mode != TWIN_SERVER_OFF));
+    g_assert(qdict_get_bool(qdict_get_qdict(conn_of(c), "local"),
+                            "twin-socket") == (mode != TWIN_CLIENT_OFF));
+    g_assert(twin_in_use(sc) == twin);
+    g_assert(twin_in_use(conn_of(c)) == twin);
+    g_assert(qdict_haskey(sc, "twin-counters") == twin);
+    g_assert(qdict_haskey(conn_of(c), "twin-counters") == twin);
+    ds = twin ? twin_of(sc) : qobject_ref(sc);
+    rd = counter(ds, "dma-read-bytes");
+    wr = counter(ds, "dma-write-bytes");
+    nrd = requests(ds, "DMA_READ", "sent");
+    nwr = requests(ds, "DMA_WRITE", "sent");
+    qobject_unref(ds);
+    ds = NULL;
     qobject_unref(rsp_c);
     qobject_unref(rsp_s);
 
@@ -370,16 +419,27 @@ static void test_secure_dma(void)
     s = query_one(p.remote, "servers", &rsp_s);
     cc = conn_of(c);
     sc = conn_of(s);
-    g_assert_cmpuint(counter(sc, "dma-read-bytes"), ==, rd + sizeof(pattern));
-    g_assert_cmpuint(counter(sc, "dma-write-bytes"), ==, wr + sizeof(back));
-    g_assert_cmpuint(requests(sc, "DMA_READ", "sent"), >, nrd);
-    g_assert_cmpuint(requests(sc, "DMA_WRITE", "sent"), >, nwr);
+    ds = twin ? twin_of(sc) : qobject_ref(sc);
+    dc = twin ? twin_of(cc) : qobject_ref(cc);
+    g_assert_cmpuint(counter(ds, "dma-read-bytes"), ==, rd + sizeof(pattern));
+    g_assert_cmpuint(counter(ds, "dma-write-bytes"), ==, wr + sizeof(back));
+    g_assert_cmpuint(requests(ds, "DMA_READ", "sent"), >, nrd);
+    g_assert_cmpuint(requests(ds, "DMA_WRITE", "sent"), >, nwr);
     assert_counters_match(cc, sc);
+    assert_counters_match(dc, ds);
+    if (twin) {
+        /* none of it went over the main socket */
+        g_assert_cmpuint(counter(sc, "dma-read-bytes"), ==, 0);
+        g_assert_cmpuint(counter(sc, "dma-write-bytes"), ==, 0);
+        g_assert_cmpuint(requests(cc, "DMA_READ", "received"), ==, 0);
+        g_assert_cmpuint(requests(cc, "DMA_WRITE", "received"), ==, 0);
+    }
 
     hmp_c = info_vfio_user(p.vm);
     g_assert(strstr(hmp_c, "  DMA: secure-dma (by message)\n"));
     g_assert(strstr(hmp_c, "with fd 0 (0 bytes)"));
     g_assert(strstr(hmp_c, "\n    0x100000+0x3f00000 rw by message\n"));
+    g_assert(!strstr(hmp_c, "  twin socket:\n") == !twin);
     qobject_unref(rsp_c);
     qobject_unref(rsp_s);
     pair_free(&p);
@@ -457,7 +517,12 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     qtest_add_func("/vfio-user/info/fd", test_fd);
-    qtest_add_func("/vfio-user/info/secure-dma", test_secure_dma);
+    qtest_add_data_func("/vfio-user/info/secure-dma",
+                        GINT_TO_POINTER(TWIN_ON), test_secure_dma);
+    qtest_add_data_func("/vfio-user/info/secure-dma-no-twin-client",
+                        GINT_TO_POINTER(TWIN_CLIENT_OFF), test_secure_dma);
+    qtest_add_data_func("/vfio-user/info/secure-dma-no-twin-server",
+                        GINT_TO_POINTER(TWIN_SERVER_OFF), test_secure_dma);
     qtest_add_func("/vfio-user/info/server-lost", test_server_lost);
     qtest_add_func("/vfio-user/info/client-lost", test_client_lost);
     return g_test_run();
