@@ -943,7 +943,13 @@ static bool vfu_server_serve_pending(VfuServer *s, bool drain)
         return false;
     }
     if (!vfu_server_negotiated(s)) {
-        return vfu_server_negotiate(s);
+        if (!vfu_server_negotiate(s)) {
+            return false;
+        }
+        if (!vfu_server_negotiated(s)) {
+            return true;
+        }
+        /* what came behind VERSION may be in the buffer already */
     }
     r = drain ? vfu_srv_drain(s->conn, &err)
               : vfu_srv_serve(s->conn, true, &err);
