@@ -1233,6 +1233,7 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
                vfu_server_id(s));
     qdev_add_unplug_blocker(DEVICE(pdev), s->unplug_blocker);
     s->dma = vfu_remote_machine_dma(pdev);
+    vfu_dma_space_set_flush(s->dma, vfu_server_irq_flush);
     s->bars = vfu_bar_windows_new(pdev);
     s->irqs = vfu_irqs_new(pdev, vfu_server_id(s));
     vfu_irqs_set_flush(s->irqs, vfu_server_irq_flush, s);
