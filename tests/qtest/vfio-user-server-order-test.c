@@ -27,7 +27,7 @@
 #include "vfio-user/vm-helpers.h"
 #include "hw/pci/pci_regs.h"
 
-/* ids of the requests sent here, apart from vfu_conn_call()'s */
+/* ids of the requests sent here, apart from vfu_client_call()'s */
 static uint16_t next_id = 0x4000;
 
 /* A temporary directory with the remote's socket and trace log */
