@@ -799,7 +799,8 @@ static gpointer rogue_thread(gpointer opaque)
     return NULL;
 }
 
-static Rogue *rogue_start(const Case *k)
+/* A server for @k, listening, its device shaped; no thread serves it yet */
+static Rogue *rogue_new(const Case *k)
 {
     Rogue *r = g_new0(Rogue, 1);
     SocketAddress addr = { .type = SOCKET_ADDRESS_TYPE_UNIX };
@@ -827,6 +828,13 @@ static Rogue *rogue_start(const Case *k)
     if (k && k->setup) {
         k->setup(r);
     }
+    return r;
+}
+
+static Rogue *rogue_start(const Case *k)
+{
+    Rogue *r = rogue_new(k);
+
     r->thread = g_thread_new("rogue-server", rogue_thread, r);
     return r;
 }
@@ -836,7 +844,9 @@ static void rogue_free(Rogue *r)
     qatomic_set(&r->stop, true);
     qio_channel_shutdown(QIO_CHANNEL(r->listener), QIO_CHANNEL_SHUTDOWN_BOTH,
                          NULL);
-    g_thread_join(r->thread);
+    if (r->thread) {
+        g_thread_join(r->thread);
+    }
     object_unref(OBJECT(r->listener));
     if (r->bar0_fd >= 0) {
         close(r->bar0_fd);
