@@ -649,7 +649,9 @@ static int rx_take(VfuConn *c, VfuMsg **msgp, Error **errp)
         c->rx_big_got = have;
         return 0;
     }
-    memcpy(msg->payload, c->rx_buf + c->rx_head + sizeof(VfuHeader), len);
+    if (len) {
+        memcpy(msg->payload, c->rx_buf + c->rx_head + sizeof(VfuHeader), len);
+    }
     c->rx_head += hdr.size;
     c->rx_offset += hdr.size;
     rx_take_fds(c, owner, msg);

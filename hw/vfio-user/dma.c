@@ -57,7 +57,7 @@ static bool vfu_section_range(VfuPciDevice *dev, MemoryRegionSection *section,
 }
 
 /* Send a DMA_MAP for @m and record it; @fd < 0 maps without an fd. */
-static void vfu_dma_map_send(VfuPciDevice *dev, VfuDmaMapping *m, int fd,
+static void vfu_dma_map_send(VfuPciDevice *dev, VfuPciDmaMap *m, int fd,
                              uint64_t fd_offset)
 {
     VfuDmaMap req = { .argsz = sizeof(req) };
@@ -83,7 +83,7 @@ static void vfu_dma_map_send(VfuPciDevice *dev, VfuDmaMapping *m, int fd,
     /* keep the array sorted by iova */
     for (guint i = 0; i <= dev->mappings->len; i++) {
         if (i == dev->mappings->len ||
-            g_array_index(dev->mappings, VfuDmaMapping, i).iova > m->iova) {
+            g_array_index(dev->mappings, VfuPciDmaMap, i).iova > m->iova) {
             g_array_insert_val(dev->mappings, i, *m);
             break;
         }
@@ -119,7 +119,7 @@ static int vfu_dma_ram_fd(VfuPciDevice *dev, MemoryRegion *mr, void *host,
 
 static void vfu_dma_unmap_one(VfuPciDevice *dev, guint i)
 {
-    VfuDmaMapping *m = &g_array_index(dev->mappings, VfuDmaMapping, i);
+    VfuPciDmaMap *m = &g_array_index(dev->mappings, VfuPciDmaMap, i);
     VfuDmaUnmap req = {
         .argsz = sizeof(req), .address = m->iova, .size = m->size,
     };
@@ -143,7 +143,7 @@ static void vfu_dma_unmap_overlap(VfuPciDevice *dev, uint64_t first,
                                   uint64_t last)
 {
     for (guint i = 0; i < dev->mappings->len;) {
-        VfuDmaMapping *m = &g_array_index(dev->mappings, VfuDmaMapping, i);
+        VfuPciDmaMap *m = &g_array_index(dev->mappings, VfuPciDmaMap, i);
 
         if (m->iova <= last && m->iova + m->size - 1 >= first) {
             vfu_dma_unmap_one(dev, i);
@@ -170,7 +170,7 @@ static void vfu_dma_iommu_map(VfuPciDevice *dev, IOMMUTLBEntry *entry,
                               uint64_t iova, uint64_t size)
 {
     uint64_t pg = vfu_dma_pgsize(dev);
-    VfuDmaMapping m = { .iova = iova, .size = size };
+    VfuPciDmaMap m = { .iova = iova, .size = size };
     uint64_t fd_offset = 0;
     MemoryRegion *mr;
     hwaddr xlat, len = size;
@@ -291,7 +291,7 @@ static void vfu_dma_region_add(MemoryListener *listener,
 {
     VfuPciDevice *dev = container_of(listener, VfuPciDevice, listener);
     MemoryRegion *mr = section->mr;
-    VfuDmaMapping m = { 0 };
+    VfuPciDmaMap m = { 0 };
     uint64_t fd_offset = 0;
     int fd;
 
@@ -381,7 +381,7 @@ static bool vfu_dma_allowed(VfuPciDevice *dev, uint64_t addr, uint64_t len,
     }
     end = addr + len;
     for (guint i = 0; i < dev->mappings->len && addr < end; i++) {
-        VfuDmaMapping *m = &g_array_index(dev->mappings, VfuDmaMapping, i);
+        VfuPciDmaMap *m = &g_array_index(dev->mappings, VfuPciDmaMap, i);
 
         if (m->iova + m->size <= addr) {
             continue;

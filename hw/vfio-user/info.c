@@ -16,7 +16,7 @@ static VfioUserDmaMappings *vfu_pci_info_dma(VfuPciDevice *dev)
     VfioUserDmaMappings *m = g_new0(VfioUserDmaMappings, 1);
 
     for (guint i = 0; dev->mappings && i < dev->mappings->len; i++) {
-        VfuDmaMapping *map = &g_array_index(dev->mappings, VfuDmaMapping, i);
+        VfuPciDmaMap *map = &g_array_index(dev->mappings, VfuPciDmaMap, i);
 
         vfu_monitor_add_mapping(m, map->iova, map->size, map->flags,
                                 map->has_fd);

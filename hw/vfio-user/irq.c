@@ -138,7 +138,7 @@ static void vfu_intx_release(VfuPciDevice *dev)
 
 static void vfu_vector_handler(void *opaque)
 {
-    VfuIrqVector *v = opaque;
+    VfuPciIrqVector *v = opaque;
     VfuPciDevice *dev = v->dev;
     PCIDevice *pdev = PCI_DEVICE(dev);
 
@@ -162,7 +162,7 @@ static void vfu_vector_handler(void *opaque)
 
 
 /* Route @v's eventfd to KVM (when possible); the handler otherwise. */
-static void vfu_vector_to_kvm(VfuPciDevice *dev, VfuIrqVector *v)
+static void vfu_vector_to_kvm(VfuPciDevice *dev, VfuPciIrqVector *v)
 {
     int fd = event_notifier_get_fd(&v->trigger);
 
@@ -193,7 +193,7 @@ static void vfu_vector_to_kvm(VfuPciDevice *dev, VfuIrqVector *v)
 }
 
 /* Back to the handler; keep the route for a quick unmask unless @drop. */
-static void vfu_vector_from_kvm(VfuIrqVector *v, bool drop)
+static void vfu_vector_from_kvm(VfuPciIrqVector *v, bool drop)
 {
     if (v->irqfd) {
         kvm_irqchip_remove_irqfd_notifier_gsi(kvm_state, &v->trigger, v->virq);
@@ -213,7 +213,7 @@ static int vfu_msix_vector_use(PCIDevice *pdev, unsigned int vector,
                                MSIMessage msg)
 {
     VfuPciDevice *dev = VFIO_USER_PCI(pdev);
-    VfuIrqVector *v;
+    VfuPciIrqVector *v;
 
     if (vector >= dev->nr_vectors) {
         return 0;
@@ -244,7 +244,7 @@ static void vfu_msix_vector_poll(PCIDevice *pdev, unsigned int start,
     VfuPciDevice *dev = VFIO_USER_PCI(pdev);
 
     for (unsigned i = start; i < MIN(end, dev->nr_vectors); i++) {
-        VfuIrqVector *v = &dev->vectors[i];
+        VfuPciIrqVector *v = &dev->vectors[i];
 
         if (msix_is_masked(pdev, i) &&
             event_notifier_test_and_clear(&v->trigger)) {
@@ -269,7 +269,7 @@ static void vfu_msi_update_routes(VfuPciDevice *dev)
     bool changed = false;
 
     for (unsigned i = 0; i < dev->nr_vectors; i++) {
-        VfuIrqVector *v = &dev->vectors[i];
+        VfuPciIrqVector *v = &dev->vectors[i];
 
         if (v->virq >= 0 &&
             kvm_irqchip_update_msi_route(kvm_state, v->virq,
@@ -289,7 +289,7 @@ static void vfu_vectors_release(VfuPciDevice *dev)
         dev->msix_notifiers = false;
     }
     for (unsigned i = 0; i < dev->nr_vectors; i++) {
-        VfuIrqVector *v = &dev->vectors[i];
+        VfuPciIrqVector *v = &dev->vectors[i];
 
         vfu_vector_from_kvm(v, true);
         qemu_set_fd_handler(event_notifier_get_fd(&v->trigger), NULL, NULL,
@@ -332,9 +332,9 @@ static bool vfu_vectors_enable(VfuPciDevice *dev, int mode, unsigned nvec,
     Error *err = NULL;
 
     vfu_irq_disable(dev);
-    dev->vectors = g_new0(VfuIrqVector, nvec);
+    dev->vectors = g_new0(VfuPciIrqVector, nvec);
     for (unsigned i = 0; i < nvec; i++) {
-        VfuIrqVector *v = &dev->vectors[i];
+        VfuPciIrqVector *v = &dev->vectors[i];
 
         if (event_notifier_init(&v->trigger, 0) < 0) {
             error_setg_errno(errp, errno, "cannot create an eventfd");

@@ -949,7 +949,7 @@ static void vfu_pci_realize(PCIDevice *pdev, Error **errp)
         return;
     }
     dev->irq_mode = -1;
-    dev->mappings = g_array_new(false, true, sizeof(VfuDmaMapping));
+    dev->mappings = g_array_new(false, true, sizeof(VfuPciDmaMap));
 
     /*
      * The device's state lives in the server, which we cannot yet save or

@@ -40,21 +40,21 @@ typedef struct VfuPciBar {
 typedef struct VfuIoeventfd VfuIoeventfd;
 
 /* One DMA_MAP we sent: the server may access [iova, iova + size). */
-typedef struct VfuDmaMapping {
+typedef struct VfuPciDmaMap {
     uint64_t iova;
     uint64_t size;
     uint32_t flags;         /* VFU_DMA_MAP_F_* */
     bool has_fd;
-} VfuDmaMapping;
+} VfuPciDmaMap;
 
-typedef struct VfuIrqVector {
+typedef struct VfuPciIrqVector {
     VfuPciDevice *dev;
     EventNotifier trigger;
     unsigned vector;
     bool active;            /* INTx only: the eventfd exists */
     int virq;               /* KVM MSI route, or -1 */
     bool irqfd;             /* KVM consumes the eventfd, no handler */
-} VfuIrqVector;
+} VfuPciIrqVector;
 
 struct VfuPciDevice {
     PCIDevice parent_obj;
@@ -90,9 +90,9 @@ struct VfuPciDevice {
 
     /* interrupts */
     int irq_mode;           /* VFU_PCI_*_IRQ in use, or -1 */
-    VfuIrqVector intx;
+    VfuPciIrqVector intx;
     bool intx_pending;
-    VfuIrqVector *vectors;  /* MSI or MSI-X */
+    VfuPciIrqVector *vectors;  /* MSI or MSI-X */
     unsigned nr_vectors;
     bool msix_notifiers;    /* KVM irqfds follow MSI-X vector masking */
 
@@ -101,7 +101,7 @@ struct VfuPciDevice {
     /* DMA */
     MemoryListener listener;
     bool listener_registered;
-    GArray *mappings;       /* VfuDmaMapping, sorted by iova */
+    GArray *mappings;       /* VfuPciDmaMap, sorted by iova */
     /* struct VfuIommuWatch (dma.c): one per vIOMMU section we follow */
     QLIST_HEAD(, VfuIommuWatch) iommu_watches;
     /* DMA_READ reply, room for our max_data_xfer_size: no per-read malloc */

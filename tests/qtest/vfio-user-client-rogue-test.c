@@ -13,17 +13,22 @@
  *   - where a case names one, the reason: a line of QEMU's trace log
  *     written during the case (e.g. why a capability was hidden or a
  *     doorbell refused), so that another check cannot stand in for it.
+ * The nest case has one server export two devices and fill both sockets;
+ * see test_nest().
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <poll.h>
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "qapi/qmp/qdict.h"
 #include "qapi/qmp/qjson.h"
+#include "qapi/qmp/qlist.h"
 #include "qapi/error.h"
 #include "qemu/module.h"
 #include "qemu/sockets.h"
@@ -842,7 +847,8 @@ static gpointer rogue_thread(gpointer opaque)
     return NULL;
 }
 
-static Rogue *rogue_start(const Case *k)
+/* A server for @k, listening, its device shaped; no thread serves it yet */
+static Rogue *rogue_new(const Case *k)
 {
     Rogue *r = g_new0(Rogue, 1);
     SocketAddress addr = { .type = SOCKET_ADDRESS_TYPE_UNIX };
@@ -871,6 +877,13 @@ static Rogue *rogue_start(const Case *k)
     if (k && k->setup) {
         k->setup(r);
     }
+    return r;
+}
+
+static Rogue *rogue_start(const Case *k)
+{
+    Rogue *r = rogue_new(k);
+
     r->thread = g_thread_new("rogue-server", rogue_thread, r);
     return r;
 }
@@ -880,7 +893,9 @@ static void rogue_free(Rogue *r)
     qatomic_set(&r->stop, true);
     qio_channel_shutdown(QIO_CHANNEL(r->listener), QIO_CHANNEL_SHUTDOWN_BOTH,
                          NULL);
-    g_thread_join(r->thread);
+    if (r->thread) {
+        g_thread_join(r->thread);
+    }
     object_unref(OBJECT(r->listener));
     if (r->bar0_fd >= 0) {
         close(r->bar0_fd);
@@ -1494,6 +1509,614 @@ static void test_migrate_blocked(void)
     vm_check_alive();
 }
 
+/* ---- one server, two devices, both sockets full -------------------------- */
+
+/*
+ * A server exporting two devices to the VM floods both sockets with
+ * DMA_READs and reads neither, so that every reply the client begins
+ * sticks half-sent.  While the client waits to send, it serves the other
+ * members of its wait group (vfu_conn_join_wait_group()).  It must not
+ * write a message into the middle of a half-sent one, nor nest serving
+ * without bound (the stack overflows: a crash); it gives up on both
+ * devices with its timeout, and the VM runs on.
+ */
+#define NEST_SLOT_A     6
+#define NEST_SLOT_B     7
+#define NEST_TIMEOUT_MS 500
+/* each DMA_READ asks for all the client takes: no reply fits the socket */
+#define NEST_COUNT      VFU_MAX_XFER_SIZE
+/* request i reads guest RAM at NEST_BASE + (i % NEST_ADDRS) * NEST_STRIDE */
+#define NEST_BASE       0x1000000ULL
+#define NEST_ADDRS      16
+#define NEST_STRIDE     0x10000
+#define NEST_WINDOW     (NEST_COUNT + NEST_ADDRS * NEST_STRIDE)
+#define NEST_ID0        0x100
+#define NEST_MAX_REQS   0xf000      /* per socket: message ids stay unique */
+#define NEST_REQ_SIZE   (sizeof(VfuHeader) + sizeof(VfuDmaAccess))
+#define NEST_BATCH      256         /* requests per write */
+#define NEST_FLOOD_MS   6000        /* the longest a flood goes on */
+#define NEST_READ_MS    3000        /* then, to read the rest of a stream */
+/* no more is read of a client that keeps writing */
+#define NEST_MAX_STREAM (64 * 1024 * 1024)
+/* this much unread from the client: its reply is stuck half-sent */
+#define NEST_FULL       (32 * 1024)
+/*
+ * A moment later (a client that nests is deep by then), all of it is read,
+ * once: a client that nests writes its innermost message into the room,
+ * the middle of the outermost; one that does not goes on with the one it
+ * was sending (a UNIX socket polls writable only when nearly empty)
+ */
+#define NEST_DRAIN_MS   100
+/*
+ * DMA_READ replies the client may begin on one socket while it can finish
+ * none: each is a request taken in and not answered, nested or queued
+ */
+#define NEST_MAX_REPLIES 16
+
+typedef struct NestSock {
+    Rogue *r;           /* the device's shape and listening socket */
+    VfuConn *c;
+    int fd;
+    uint8_t batch[NEST_BATCH * NEST_REQ_SIZE];
+    size_t batch_len, batch_off;
+    unsigned queued;    /* DMA_READs put into a batch so far */
+    bool gone;          /* the client hung up */
+    int64_t full_at;    /* when its reply stuck (ms), or 0 */
+    bool drained;
+    GByteArray *stream; /* what the client wrote from the flood on */
+} NestSock;
+
+typedef struct Nest {
+    NestSock s[2];
+    int wake;           /* eventfd: flood now */
+    bool full;          /* the client's reply on device A is stuck */
+    GThread *thread;
+} Nest;
+
+static uint8_t *nest_ram;  /* what guest RAM holds at NEST_BASE */
+
+static uint64_t nest_addr(unsigned i)
+{
+    return NEST_BASE + (i % NEST_ADDRS) * NEST_STRIDE;
+}
+
+static int64_t nest_now_ms(void)
+{
+    return g_get_monotonic_time() / 1000;
+}
+
+/*
+ * A connection comes, or messages on it (all that were read: the
+ * transport buffers); false if the client hung up
+ */
+static bool nest_serve_one(NestSock *s)
+{
+    VfuMsg *m = NULL;
+    int r;
+
+    if (!s->c) {
+        QIOChannelSocket *sioc = qio_channel_socket_accept(s->r->listener,
+                                                           NULL);
+        VfuLimits lim;
+
+        if (!sioc) {
+            return false;
+        }
+        vfu_limits_default(&lim);
+        s->c = vfu_conn_new(QIO_CHANNEL(sioc), "nest-server", &lim);
+        object_unref(OBJECT(sioc));
+        s->fd = vfu_conn_fd(s->c);
+        vfu_conn_set_timeout(s->c, 60000);
+        vfu_conn_set_request_func(s->c, rogue_request, s->r);
+        return true;
+    }
+    while ((r = vfu_conn_recv(s->c, &m, false, NULL)) == 1) {
+        if (vfu_msg_is_reply(m)) {
+            vfu_msg_free(m);
+        } else if (m->hdr.command == VFU_CMD_VERSION) {
+            rogue_version(s->r, s->c, m);
+            vfu_msg_free(m);
+        } else {
+            vfu_conn_handle_request(s->c, m);
+        }
+    }
+    return r == 0;
+}
+
+/* Serve both devices well until the test says flood; false on a hang-up */
+static bool nest_serve(Nest *n)
+{
+    for (;;) {
+        GPollFD pfd[3] = { { .fd = n->wake, .events = G_IO_IN } };
+
+        for (int i = 0; i < 2; i++) {
+            NestSock *s = &n->s[i];
+
+            pfd[i + 1].fd = s->c ? s->fd : s->r->listener->fd;
+            pfd[i + 1].events = G_IO_IN;
+        }
+        if (g_poll(pfd, 3, -1) < 0 && errno != EINTR) {
+            return false;
+        }
+        if (pfd[0].revents) {
+            return true;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (pfd[i + 1].revents && !nest_serve_one(&n->s[i])) {
+                return false;
+            }
+        }
+    }
+}
+
+/* The next DMA_READs into @s's batch; false when all are out */
+static bool nest_fill(NestSock *s)
+{
+    unsigned k = MIN(NEST_BATCH, NEST_MAX_REQS - s->queued);
+
+    for (unsigned j = 0; j < k; j++, s->queued++) {
+        VfuHeader h = {
+            .msg_id = NEST_ID0 + s->queued, .command = VFU_CMD_DMA_READ,
+            .size = NEST_REQ_SIZE, .flags = VFU_F_TYPE_COMMAND,
+        };
+        VfuDmaAccess a = {
+            .address = nest_addr(s->queued), .count = NEST_COUNT,
+        };
+        uint8_t *w = s->batch + j * NEST_REQ_SIZE;
+
+        vfu_header_encode(&h, w);
+        vfu_payload_encode(VFU_CMD_DMA_READ, false, &a, sizeof(a));
+        memcpy(w + sizeof(h), &a, sizeof(a));
+    }
+    s->batch_len = k * NEST_REQ_SIZE;
+    s->batch_off = 0;
+    return k > 0;
+}
+
+static bool nest_more(NestSock *s)
+{
+    return s->batch_off < s->batch_len || s->queued < NEST_MAX_REQS;
+}
+
+/* Write as much as the socket takes now */
+static void nest_write(NestSock *s)
+{
+    ssize_t n;
+
+    if (s->batch_off == s->batch_len && !nest_fill(s)) {
+        return;
+    }
+    n = send(s->fd, s->batch + s->batch_off, s->batch_len - s->batch_off,
+             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+        s->batch_off += n;
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        s->gone = true;     /* EPIPE: the client hung up */
+    }
+}
+
+/* Read up to @max bytes the client wrote; false at its end */
+static bool nest_take(NestSock *s, size_t max)
+{
+    size_t had = s->stream->len;
+    ssize_t n;
+
+    g_byte_array_set_size(s->stream, had + max);
+    n = recv(s->fd, s->stream->data + had, max, MSG_DONTWAIT);
+    g_byte_array_set_size(s->stream, had + MAX(n, 0));
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));
+}
+
+/*
+ * Flood both sockets, reading nothing (but once, see NEST_DRAIN_MS), until
+ * the client has hung up on both or NEST_FLOOD_MS have passed
+ */
+static void nest_flood(Nest *n)
+{
+    int64_t end = nest_now_ms() + NEST_FLOOD_MS;
+
+    while (!(n->s[0].gone && n->s[1].gone) && nest_now_ms() < end) {
+        struct pollfd pfd[2];
+
+        for (int i = 0; i < 2; i++) {
+            pfd[i].fd = n->s[i].gone ? -1 : n->s[i].fd;
+            pfd[i].events = nest_more(&n->s[i]) ? POLLOUT : 0;
+            pfd[i].revents = 0;
+        }
+        /* woken by room to write; else soon, for the drain */
+        poll(pfd, 2, 10);
+        for (int i = 0; i < 2; i++) {
+            NestSock *s = &n->s[i];
+            int unread = 0;
+
+            if (s->gone) {
+                continue;
+            }
+            if (pfd[i].revents & (POLLHUP | POLLERR)) {
+                s->gone = true;
+                continue;
+            }
+            if (pfd[i].revents & POLLOUT) {
+                nest_write(s);
+            }
+            if (!s->full_at && ioctl(s->fd, FIONREAD, &unread) == 0 &&
+                unread >= NEST_FULL) {
+                s->full_at = nest_now_ms();
+                if (i == 0) {
+                    qatomic_set(&n->full, true);
+                }
+            }
+            if (s->full_at && !s->drained &&
+                nest_now_ms() - s->full_at >= NEST_DRAIN_MS) {
+                if (ioctl(s->fd, FIONREAD, &unread) == 0 && unread > 0) {
+                    nest_take(s, unread);
+                }
+                s->drained = true;
+            }
+        }
+    }
+}
+
+/* The rest of what the client wrote, up to its hang-up */
+static void nest_read_rest(Nest *n)
+{
+    int64_t end = nest_now_ms() + NEST_READ_MS;
+    bool done[2] = { false, false };
+
+    while (!(done[0] && done[1]) && nest_now_ms() < end) {
+        struct pollfd pfd[2];
+
+        for (int i = 0; i < 2; i++) {
+            pfd[i].fd = done[i] ? -1 : n->s[i].fd;
+            pfd[i].events = POLLIN;
+            pfd[i].revents = 0;
+        }
+        poll(pfd, 2, 10);
+        for (int i = 0; i < 2; i++) {
+            if (!done[i] && pfd[i].revents) {
+                done[i] = !nest_take(&n->s[i], 256 * 1024) ||
+                          n->s[i].stream->len > NEST_MAX_STREAM;
+            }
+        }
+    }
+}
+
+static gpointer nest_thread(gpointer opaque)
+{
+    Nest *n = opaque;
+
+    if (nest_serve(n)) {
+        nest_flood(n);
+        nest_read_rest(n);
+    }
+    return NULL;
+}
+
+static void nest_fail(const char *dev, size_t off, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static void nest_fail(const char *dev, size_t off, const char *fmt, ...)
+{
+    g_autofree char *what = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    what = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_test_message("%s: byte %zu of what the client wrote: %s", dev, off,
+                   what);
+    g_test_fail();
+}
+
+/*
+ * What the client wrote on @s from the flood on must be whole messages,
+ * one after the other: replies to our DMA_READs, each with the guest's
+ * bytes from where it asked (or an error), and REGION_READs of BAR0.  The
+ * last one may end early, where the client gave up.  Returns the number
+ * of DMA_READ replies begun, or -1 at the first wrong byte.
+ */
+static int nest_check_stream(NestSock *s, const char *dev)
+{
+    const uint8_t *p = s->stream->data;
+    size_t len = s->stream->len;
+    g_autofree bool *answered = g_new0(bool, MAX(s->queued, 1));
+    int replies = 0;
+
+    for (size_t off = 0; off + sizeof(VfuHeader) <= len; ) {
+        const uint8_t *body = p + off + sizeof(VfuHeader);
+        Error *err = NULL;
+        VfuHeader h;
+        size_t size, have;
+        unsigned i;
+
+        if (!vfu_header_decode(p + off, &h, NEST_REQ_SIZE + NEST_COUNT,
+                               &err)) {
+            nest_fail(dev, off, "not a header: %s", error_get_pretty(err));
+            error_free(err);
+            return -1;
+        }
+        size = h.size - sizeof(VfuHeader);
+        have = MIN(size, len - off - sizeof(VfuHeader));
+        if ((h.flags & VFU_F_TYPE_MASK) != VFU_F_TYPE_REPLY) {
+            if (h.command != VFU_CMD_REGION_READ ||
+                size != sizeof(VfuRegionAccess)) {
+                nest_fail(dev, off, "a %s request of %zu bytes",
+                          vfu_command_name(h.command), size);
+                return -1;
+            }
+            /* xp reads 4 bytes of BAR0 */
+            if (have == size &&
+                (ldl_le_p(body + 8) || ldl_le_p(body + 12) != 4)) {
+                nest_fail(dev, off, "a REGION_READ of region %u count %u",
+                          ldl_le_p(body + 8), ldl_le_p(body + 12));
+                return -1;
+            }
+            off += sizeof(VfuHeader) + have;
+            continue;
+        }
+        i = (uint16_t)(h.msg_id - NEST_ID0);
+        if (h.command != VFU_CMD_DMA_READ || i >= s->queued || answered[i]) {
+            nest_fail(dev, off, "a %s reply with id 0x%x, to none of our "
+                      "requests", vfu_command_name(h.command), h.msg_id);
+            return -1;
+        }
+        answered[i] = true;
+        if (h.flags & VFU_F_ERROR) {
+            if (size) {
+                nest_fail(dev, off, "an error reply of %zu bytes", size);
+                return -1;
+            }
+            off += sizeof(VfuHeader);
+            continue;
+        }
+        replies++;
+        if (size != sizeof(VfuDmaAccess) + NEST_COUNT) {
+            nest_fail(dev, off, "a DMA_READ reply of %zu bytes", size);
+            return -1;
+        }
+        if (have >= sizeof(VfuDmaAccess) &&
+            (ldq_le_p(body) != nest_addr(i) ||
+             ldq_le_p(body + 8) != NEST_COUNT)) {
+            nest_fail(dev, off, "the reply to DMA_READ 0x%x is for 0x%"
+                      PRIx64 "+0x%" PRIx64, h.msg_id, ldq_le_p(body),
+                      ldq_le_p(body + 8));
+            return -1;
+        }
+        for (size_t j = sizeof(VfuDmaAccess); j < have; j++) {
+            VfuHeader in;
+
+            if (body[j] == nest_ram[nest_addr(i) - NEST_BASE + j -
+                                    sizeof(VfuDmaAccess)]) {
+                continue;
+            }
+            if (have - j >= sizeof(in) &&
+                vfu_header_decode(body + j, &in, UINT32_MAX, NULL)) {
+                nest_fail(dev, off + sizeof(VfuHeader) + j, "in the reply "
+                          "to DMA_READ 0x%x, at data byte %zu: the header "
+                          "of another message (%s, id 0x%x, flags 0x%x, "
+                          "%u bytes)", h.msg_id, j - sizeof(VfuDmaAccess),
+                          vfu_command_name(in.command), in.msg_id, in.flags,
+                          in.size);
+            } else {
+                nest_fail(dev, off + sizeof(VfuHeader) + j, "data byte %zu "
+                          "of the reply to DMA_READ 0x%x is not the guest's",
+                          j - sizeof(VfuDmaAccess), h.msg_id);
+            }
+            return -1;
+        }
+        off += sizeof(VfuHeader) + have;
+    }
+    g_test_message("%s: %u bytes from the client, %d DMA_READ replies "
+                   "begun, %u requests sent", dev, s->stream->len, replies,
+                   s->queued);
+    return replies;
+}
+
+/* x-query-vfio-user's entry for the device @id; *@rsp keeps it */
+static QDict *nest_query(const char *id, QDict **rsp)
+{
+    QListEntry *e;
+
+    *rsp = qtest_qmp(qts, "{'execute': 'x-query-vfio-user'}");
+    g_assert(qdict_haskey(*rsp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(qdict_get_qdict(*rsp, "return"),
+                                        "clients"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (g_strcmp0(qdict_get_try_str(d, "id"), id) == 0) {
+            return d;
+        }
+    }
+    g_assert_not_reached();
+}
+
+static int64_t nest_counter(QDict *d, const char *name)
+{
+    g_assert(qdict_haskey(d, "connection"));
+    return qdict_get_int(qdict_get_qdict(qdict_get_qdict(d, "connection"),
+                                         "counters"), name);
+}
+
+/* Guest RAM from NEST_BASE on, as a readable DMA mapping has it */
+static void nest_check_mapped(const char *id)
+{
+    QDict *rsp;
+    QDict *d = nest_query(id, &rsp);
+    QListEntry *e;
+    bool found = false;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(qdict_get_qdict(d, "dma-mappings"),
+                                        "mappings"), e) {
+        QDict *m = qobject_to(QDict, qlist_entry_obj(e));
+        uint64_t iova = qdict_get_int(m, "iova");
+
+        found |= qdict_get_bool(m, "readable") && iova <= NEST_BASE &&
+                 iova + qdict_get_int(m, "size") >= NEST_BASE + NEST_WINDOW;
+    }
+    g_assert(found);
+    qobject_unref(rsp);
+}
+
+/*
+ * QEMU is ending, or has ended.  A process that dies closes its fds only
+ * after it is marked as exiting: so once its sockets closed, this tells
+ * a crash from a hang-up.
+ */
+static bool vm_ending(void)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", qpid);
+    g_autofree char *stat = NULL;
+    const char *p;
+    char state;
+    unsigned long flags;
+
+    if (!g_file_get_contents(path, &stat, NULL, NULL)) {
+        return true;
+    }
+    /* after "pid (comm)": state ppid pgrp session tty_nr tpgid flags */
+    p = strrchr(stat, ')');
+    g_assert(p && sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &state,
+                         &flags) == 2);
+    return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */);
+}
+
+/* If QEMU is ending (a crash), say how, and forget the VM */
+static bool vm_lost(void)
+{
+    int status = 0;
+
+    if (!vm_ending()) {
+        return false;
+    }
+    g_assert_cmpint(waitpid(qpid, &status, 0), ==, qpid);
+    g_test_message("QEMU (pid %d) has ended: %s %d", qpid,
+                   WIFSIGNALED(status) ? "signal" : "exit status",
+                   WIFSIGNALED(status) ? WTERMSIG(status) :
+                   WEXITSTATUS(status));
+    g_test_fail();
+    qtest_remove_abrt_handler(qts);
+    qpci_free_pc(bus);
+    rogue_free(good);
+    unlink(trace_log);
+    /* a later case starts another VM */
+    qts = NULL;
+    return true;
+}
+
+/*
+ * Both devices plugged and working, the server floods both sockets (see
+ * the top of this part) and the test has the client read device A's BAR0
+ * once A's reply is stuck.  Then: QEMU runs on; what the client wrote on
+ * each socket is whole messages; it began few replies (a client that
+ * nests begins one per level, and overflows its stack); it gave up on
+ * both devices after their timeout, the BAR0 read all-ones; QMP answers,
+ * the VM's other device works, and no fd is left.
+ */
+static void test_nest(void)
+{
+    static const char *const ids[2] = { "nest-a", "nest-b" };
+    static const int slots[2] = { NEST_SLOT_A, NEST_SLOT_B };
+    g_autofree char *xp = NULL;
+    g_autofree char *out = NULL;
+    g_autoptr(GRand) rand = g_rand_new_with_seed(15);
+    QPCIDevice *dev[2];
+    int64_t replies0[2];
+    Nest n = { .wake = eventfd(0, EFD_CLOEXEC) };
+    uint64_t one = 1;
+    QDict *rsp;
+    int before;
+
+    vm_start();
+    before = vu_count_fds(qpid);
+    nest_ram = g_malloc(NEST_WINDOW);
+    for (size_t i = 0; i < NEST_WINDOW; i++) {
+        nest_ram[i] = g_rand_int(rand);
+    }
+    qtest_bufwrite(qts, NEST_BASE, nest_ram, NEST_WINDOW);
+    for (int i = 0; i < 2; i++) {
+        n.s[i].r = rogue_new(NULL);
+        n.s[i].stream = g_byte_array_new();
+    }
+    n.thread = g_thread_new("nest-server", nest_thread, &n);
+    for (int i = 0; i < 2; i++) {
+        QPCIBar bar;
+
+        rsp = plug(ids[i], n.s[i].r->path, slots[i], NEST_TIMEOUT_MS);
+        g_assert(qdict_haskey(rsp, "return"));
+        qobject_unref(rsp);
+        dev[i] = vu_find_dev(bus, QPCI_DEVFN(slots[i], 0));
+        bar = qpci_iomap(dev[i], 0, NULL);
+        g_assert_cmphex(qpci_io_readl(dev[i], bar, 0), ==, BAR0_MAGIC);
+        if (i == 0) {
+            xp = g_strdup_printf("xp /1wx 0x%" PRIx64, bar.addr);
+        }
+        nest_check_mapped(ids[i]);
+        replies0[i] = nest_counter(nest_query(ids[i], &rsp), "replies-sent");
+        qobject_unref(rsp);
+    }
+
+    g_assert_cmpint(write(n.wake, &one, sizeof(one)), ==, sizeof(one));
+    /* once device A's socket is full, read its BAR0: the client must send */
+    if (!wait_flag(&n.full, 10 * 1000)) {
+        g_test_message("the client's reply on %s never stuck", ids[0]);
+        g_test_fail();
+    }
+    if (!vm_lost()) {
+        qtest_qmp_send(qts, "{'execute': 'human-monitor-command', "
+                       "'arguments': {'command-line': %s}}", xp);
+    }
+    g_thread_join(n.thread);
+
+    for (int i = 0; i < 2; i++) {
+        /* the client served both, until their sockets were full */
+        if (!nest_check_stream(&n.s[i], ids[i])) {
+            g_test_message("%s: the client began no DMA_READ reply", ids[i]);
+            g_test_fail();
+        }
+    }
+    if (qts && !vm_lost()) {
+        /* it gave up on A's BAR0, and its monitor answers */
+        rsp = qtest_qmp_receive(qts);
+        out = g_strdup(qdict_get_str(rsp, "return"));
+        qobject_unref(rsp);
+        g_test_message("%s: %s", xp, g_strstrip(out));
+        g_assert(g_str_has_suffix(out, ": 0xffffffff"));
+        for (int i = 0; i < 2; i++) {
+            QDict *d = nest_query(ids[i], &rsp);
+            QDict *conn = qdict_get_qdict(d, "connection");
+            int64_t replies = nest_counter(d, "replies-sent") - replies0[i];
+
+            g_test_message("%s: %s, %" PRId64 " replies begun, %" PRId64
+                           " timeouts: %s", ids[i],
+                           qdict_get_str(d, "state"), replies,
+                           nest_counter(d, "timeouts"),
+                           qdict_get_try_str(conn, "broken-reason"));
+            g_assert_cmpstr(qdict_get_str(d, "state"), ==, "dead");
+            g_assert_cmpint(nest_counter(d, "timeouts"), >=, 1);
+            g_assert(strstr(qdict_get_str(conn, "broken-reason"),
+                            stringify(NEST_TIMEOUT_MS) " ms"));
+            /* nesting is bounded */
+            g_assert_cmpint(replies, <=, NEST_MAX_REPLIES);
+            qobject_unref(rsp);
+            qpci_unplug_acpi_device_test(qts, ids[i], slots[i]);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        g_free(dev[i]);
+        if (n.s[i].c) {
+            vfu_conn_free(n.s[i].c);
+        }
+        rogue_free(n.s[i].r);
+        g_byte_array_free(n.s[i].stream, true);
+    }
+    close(n.wake);
+    g_clear_pointer(&nest_ram, g_free);
+    if (qts) {
+        vm_check_alive();
+        g_assert_cmpint(vu_wait_fds(qpid, before), ==, before);
+    }
+}
+
 /* ---- socket addresses ---------------------------------------------------- */
 
 /* device_add of a vfio-user-pci with @socket (JSON) at the rogue slot */
@@ -1614,6 +2237,8 @@ int main(int argc, char **argv)
 
         qtest_add_data_func(path, &cases[i], test_case);
     }
+    qtest_add_func("/vfio-user/client-rogue/nest/two-devices-sockets-full",
+                   test_nest);
     qtest_add_func("/vfio-user/client-rogue/migrate-blocked",
                    test_migrate_blocked);
     qtest_add_func("/vfio-user/client-rogue/socket/unix", test_socket_unix);

@@ -469,6 +469,64 @@ static void test_irq(void)
     qtest_quit(qts);
 }
 
+/*
+ * A client that does not wait for the VERSION reply: what it sent behind
+ * VERSION comes in the same read, and must be served all the same (the
+ * server's buffered receive once left it in its buffer for good).
+ */
+static void test_pipelined_after_version(void)
+{
+    g_autofree char *sock = tc_tmp_path("pipelined");
+    QTestState *qts = tc_start_edu(sock, NULL);
+    VfuConn *c = tc_connect_raw(sock);
+    g_autofree void *version = NULL;
+    VfuDeviceInfo info = { .argsz = sizeof(info) };
+    VfuRegionAccess rd = { .offset = EDU_ID, .region = 0, .count = 4 };
+    g_autoptr(GByteArray) wire = g_byte_array_new();
+    VfuLimits lim;
+    size_t len;
+
+    g_assert(c);
+    tc_limits(&lim);
+    version = vfu_version_encode(VFU_VERSION_MAJOR, VFU_VERSION_MINOR, &lim,
+                                 &len);
+    /* three requests, one write */
+    for (int i = 0; i < 3; i++) {
+        static const uint16_t cmds[] = {
+            VFU_CMD_VERSION, VFU_CMD_DEVICE_GET_INFO, VFU_CMD_REGION_READ,
+        };
+        void *payload = i == 0 ? version : i == 1 ? (void *)&info : &rd;
+        size_t plen = i == 0 ? len : i == 1 ? sizeof(info) : sizeof(rd);
+        VfuHeader hdr = {
+            .msg_id = i + 1, .command = cmds[i],
+            .size = sizeof(hdr) + plen, .flags = VFU_F_TYPE_COMMAND,
+        };
+        uint8_t h[sizeof(hdr)];
+
+        vfu_header_encode(&hdr, h);
+        vfu_payload_encode(cmds[i], false, payload, plen);
+        g_byte_array_append(wire, h, sizeof(h));
+        g_byte_array_append(wire, payload, plen);
+    }
+    g_assert_cmpint(qio_channel_write_all(vfu_conn_ioc(c), (char *)wire->data,
+                                          wire->len, NULL), ==, 0);
+    for (int i = 1; i <= 3; i++) {
+        g_autoptr(VfuMsg) m = NULL;
+
+        g_assert_cmpint(vfu_conn_recv(c, &m, true, &error_abort), ==, 1);
+        g_assert(vfu_msg_is_reply(m));
+        g_assert_cmpuint(m->hdr.msg_id, ==, i);
+        g_assert_false(m->hdr.flags & VFU_F_ERROR);
+        if (i == 3) {
+            g_assert_cmpint(vfu_msg_decode(m, &lim, &error_abort), ==, 0);
+            g_assert_cmphex(ldl_le_p(m->payload + sizeof(rd)), ==,
+                            0x010000ed);
+        }
+    }
+    vfu_conn_free(c);
+    qtest_quit(qts);
+}
+
 static void test_reset_on_disconnect(void)
 {
     g_autofree char *sock = tc_tmp_path("reset");
@@ -764,6 +822,8 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user/server/dma-unsealed", test_dma_unsealed);
     qtest_add_func("/vfio-user/server/bar-writes", test_bar_writes);
     qtest_add_func("/vfio-user/server/irq", test_irq);
+    qtest_add_func("/vfio-user/server/pipelined-after-version",
+                   test_pipelined_after_version);
     qtest_add_func("/vfio-user/server/reset-on-disconnect",
                    test_reset_on_disconnect);
     qtest_add_func("/vfio-user/server/object-add-del", test_object_add_del);

@@ -47,7 +47,10 @@ struct VfuDmaSpace {
     unsigned nr_maps;
     uint64_t mmapped;       /* bytes of the mappings with host memory */
     VfuDmaPeerFunc *peer_fn;
+    VfuDmaFlushFunc *flush_fn;
     void *peer_opaque;
+    /* DMA_WRITEs sent through the peer since the last flush */
+    bool writes_in_flight;
 };
 
 typedef struct VfuMunmap {
@@ -160,6 +163,36 @@ static const MemoryRegionBulkOps vfu_dma_abort_bulk_ops = {
     .write = vfu_dma_abort_bulk_write,
 };
 
+/*
+ * Message writes are pipelined (the peer function does not wait for
+ * their replies), but a write to a mapping with an fd lands at once, and
+ * we cannot see it coming: it is a plain store into RAM.  So while the
+ * device also has such mappings, wait for the message writes before the
+ * device can make its next access, and writes stay visible in the order
+ * the device made them.
+ */
+static void vfu_dma_flush(VfuDmaSpace *s, const char *why)
+{
+    if (!s->writes_in_flight) {
+        return;
+    }
+    s->writes_in_flight = false;
+    if (s->peer_fn && s->flush_fn) {
+        trace_vfio_user_srv_dma_flush(s->devfn, why);
+        s->flush_fn(s->peer_opaque);
+    }
+}
+
+/* After a write through the peer; even a failed one may have sent some */
+static MemTxResult vfu_dma_peer_wrote(VfuDmaSpace *s, MemTxResult r)
+{
+    s->writes_in_flight = true;
+    if (s->mmapped) {
+        vfu_dma_flush(s, "mixed mappings");
+    }
+    return r;
+}
+
 /* Accesses to a mapping without an fd: the client serves them. */
 static MemTxResult vfu_dma_peer_read(void *opaque, hwaddr addr,
                                      uint64_t *data, unsigned size,
@@ -193,7 +226,8 @@ static MemTxResult vfu_dma_peer_write(void *opaque, hwaddr addr,
         return MEMTX_DECODE_ERROR;
     }
     stn_le_p(buf, size, data);
-    return s->peer_fn(s->peer_opaque, map->iova + addr, buf, size, true);
+    return vfu_dma_peer_wrote(s, s->peer_fn(s->peer_opaque, map->iova + addr,
+                                            buf, size, true));
 }
 
 static const MemoryRegionOps vfu_dma_peer_ops = {
@@ -245,8 +279,12 @@ static MemTxResult vfu_dma_peer_bulk_write(void *opaque, hwaddr addr,
                                            const void *buf, hwaddr *len,
                                            MemTxAttrs attrs)
 {
+    VfuDmaMapping *map = opaque;
+
     /* the peer function only reads @buf when writing */
-    return vfu_dma_peer_bulk(opaque, addr, (void *)buf, len, true);
+    return vfu_dma_peer_wrote(map->space,
+                              vfu_dma_peer_bulk(map, addr, (void *)buf, len,
+                                                true));
 }
 
 static const MemoryRegionBulkOps vfu_dma_peer_bulk_ops = {
@@ -307,6 +345,12 @@ void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn, void *opaque)
 {
     s->peer_fn = fn;
     s->peer_opaque = opaque;
+    s->writes_in_flight = false;
+}
+
+void vfu_dma_space_set_flush(VfuDmaSpace *s, VfuDmaFlushFunc *fn)
+{
+    s->flush_fn = fn;
 }
 
 unsigned vfu_dma_space_count(VfuDmaSpace *s)
@@ -444,6 +488,8 @@ int vfu_dma_space_map(VfuDmaSpace *s, const VfuDmaMap *req, int fd,
         goto out;
     }
     if (fd >= 0 && mmap_fd) {
+        /* from now on the device writes there at once: see vfu_dma_flush() */
+        vfu_dma_flush(s, "fd mapping added");
         host = vfu_dma_mmap(fd, req->offset, req->size, req->flags, errp);
         if (!host) {
             goto out;

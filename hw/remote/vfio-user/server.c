@@ -1038,7 +1038,13 @@ static bool vfu_server_serve_pending(VfuServer *s, bool drain)
         return false;
     }
     if (!vfu_server_negotiated(s)) {
-        return vfu_server_negotiate(s);
+        if (!vfu_server_negotiate(s)) {
+            return false;
+        }
+        if (!vfu_server_negotiated(s)) {
+            return true;
+        }
+        /* what came behind VERSION may be in the buffer already */
     }
     r = drain ? vfu_srv_drain(s->conn, &err)
               : vfu_srv_serve(s->conn, true, &err);
@@ -1324,6 +1330,7 @@ static bool vfu_server_start(VfuServer *s, Error **errp)
                vfu_server_id(s));
     qdev_add_unplug_blocker(DEVICE(pdev), s->unplug_blocker);
     s->dma = vfu_remote_machine_dma(pdev);
+    vfu_dma_space_set_flush(s->dma, vfu_server_irq_flush);
     s->bars = vfu_bar_windows_new(pdev);
     s->irqs = vfu_irqs_new(pdev, vfu_server_id(s));
     vfu_irqs_set_flush(s->irqs, vfu_server_irq_flush, s);

@@ -59,6 +59,13 @@ VfuDmaSpace *vfu_dma_space_new(Object *owner, int devfn);
 AddressSpace *vfu_dma_space_as(VfuDmaSpace *s);
 void vfu_dma_space_set_peer(VfuDmaSpace *s, VfuDmaPeerFunc *fn,
                             void *opaque);
+/*
+ * Wait until the client has carried out the writes the peer function
+ * sent (called with the peer function's opaque).  Needed while the
+ * device has mappings with an fd too: see vfu_dma_flush() in dma.c.
+ */
+typedef void VfuDmaFlushFunc(void *opaque);
+void vfu_dma_space_set_flush(VfuDmaSpace *s, VfuDmaFlushFunc *fn);
 unsigned vfu_dma_space_count(VfuDmaSpace *s);
 
 /*
