@@ -46,7 +46,7 @@ ASAN_UNIT_TESTS := $(addprefix tests/unit/,$(UNIT_TESTS))
 ASAN_QTESTS := $(addprefix tests/qtest/,vfio-user-pci-test \
                vfio-user-server-test vfio-user-server-rogue-test \
                vfio-user-client-rogue-test vfio-user-edu-test \
-               vfio-user-server-order-test)
+               vfio-user-server-order-test vfio-user-twin-test)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
