@@ -190,40 +190,6 @@ static void test_dma_fd(void)
     qtest_quit(qts);
 }
 
-/* Client memory the server reaches through DMA_READ/DMA_WRITE only */
-typedef struct MsgDmaMem {
-    uint64_t base;
-    uint8_t buf[0x1000];
-    unsigned reads, writes;
-} MsgDmaMem;
-
-static int serve_dma(VfuConn *c, VfuMsg *msg, void *opaque)
-{
-    MsgDmaMem *m = opaque;
-    VfuDmaAccess *a = (VfuDmaAccess *)msg->payload;
-
-    if (a->address < m->base || a->count > sizeof(m->buf) ||
-        a->address - m->base > sizeof(m->buf) - a->count) {
-        return -EFAULT;
-    }
-    if (msg->hdr.command == VFU_CMD_DMA_READ) {
-        g_autofree VfuDmaAccess *r = g_malloc0(sizeof(*r) + a->count);
-
-        *r = *a;
-        memcpy(r->data, m->buf + (a->address - m->base), a->count);
-        m->reads++;
-        return vfu_conn_reply(c, msg, r, sizeof(*r) + a->count, NULL, 0, NULL);
-    }
-    if (msg->hdr.command == VFU_CMD_DMA_WRITE) {
-        VfuDmaAccess r = *a;
-
-        memcpy(m->buf + (a->address - m->base), a->data, a->count);
-        m->writes++;
-        return vfu_conn_reply(c, msg, &r, sizeof(r), NULL, 0, NULL);
-    }
-    return -ENOSYS;
-}
-
 static void test_dma_msg(void)
 {
     g_autofree char *sock = tc_tmp_path("dmamsg");

@@ -181,6 +181,40 @@ static inline int tc_set_irqs(VfuConn *c, uint32_t flags, uint32_t index,
     return tc_call(c, VFU_CMD_DEVICE_SET_IRQS, &s, sizeof(s), fds, nfds, NULL);
 }
 
+/* Client memory the server reaches through DMA_READ/DMA_WRITE only */
+typedef struct MsgDmaMem {
+    uint64_t base;
+    uint8_t buf[0x1000];
+    unsigned reads, writes;
+} MsgDmaMem;
+
+static inline int serve_dma(VfuConn *c, VfuMsg *msg, void *opaque)
+{
+    MsgDmaMem *m = opaque;
+    VfuDmaAccess *a = (VfuDmaAccess *)msg->payload;
+
+    if (a->address < m->base || a->count > sizeof(m->buf) ||
+        a->address - m->base > sizeof(m->buf) - a->count) {
+        return -EFAULT;
+    }
+    if (msg->hdr.command == VFU_CMD_DMA_READ) {
+        g_autofree VfuDmaAccess *r = g_malloc0(sizeof(*r) + a->count);
+
+        *r = *a;
+        memcpy(r->data, m->buf + (a->address - m->base), a->count);
+        m->reads++;
+        return vfu_conn_reply(c, msg, r, sizeof(*r) + a->count, NULL, 0, NULL);
+    }
+    if (msg->hdr.command == VFU_CMD_DMA_WRITE) {
+        VfuDmaAccess r = *a;
+
+        memcpy(m->buf + (a->address - m->base), a->data, a->count);
+        m->writes++;
+        return vfu_conn_reply(c, msg, &r, sizeof(r), NULL, 0, NULL);
+    }
+    return -ENOSYS;
+}
+
 /* Wait up to @ms for an eventfd to fire; returns its count or 0. */
 static inline uint64_t tc_eventfd_wait(int fd, int ms)
 {
