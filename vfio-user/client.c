@@ -302,7 +302,6 @@ int vfu_client_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
     VfuClientState *st = client_state(c);
     g_autoptr(VfuMsg) msg = NULL;
     int64_t deadline = vfu_conn_deadline(c);
-    Error *local_err = NULL;
     uint16_t id;
     int ret;
 
@@ -328,22 +327,7 @@ int vfu_client_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
     }
     /* the server's requests read along with the reply */
     client_kick(st);
-    if (msg->hdr.flags & VFU_F_ERROR) {
-        ret = vfu_reply_errno(msg);
-        error_setg(errp, "%s: %s failed on the server: %s", vfu_conn_name(c),
-                   vfu_command_name(cmd), g_strerror(-ret));
-        return ret;
-    }
-    ret = vfu_msg_decode(msg, vfu_conn_local_limits(c), &local_err);
-    if (ret) {
-        error_propagate_prepend(errp, local_err, "%s: bad reply: ",
-                                vfu_conn_name(c));
-        return -EPROTO;
-    }
-    if (reply) {
-        *reply = g_steal_pointer(&msg);
-    }
-    return 0;
+    return vfu_conn_take_reply(c, cmd, &msg, reply, errp);
 }
 
 /*

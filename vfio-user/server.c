@@ -334,7 +334,6 @@ int vfu_srv_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
 {
     VfuSrvState *st = srv_state(c);
     g_autoptr(VfuMsg) msg = NULL;
-    Error *local_err = NULL;
     uint16_t id = vfu_conn_next_id(c);
     int ret;
 
@@ -351,22 +350,7 @@ int vfu_srv_call(VfuConn *c, uint16_t cmd, void *payload, size_t len,
     if (ret) {
         return ret;
     }
-    if (msg->hdr.flags & VFU_F_ERROR) {
-        ret = vfu_reply_errno(msg);
-        error_setg(errp, "%s: %s failed on the client: %s", vfu_conn_name(c),
-                   vfu_command_name(cmd), g_strerror(-ret));
-        return ret;
-    }
-    ret = vfu_msg_decode(msg, vfu_conn_local_limits(c), &local_err);
-    if (ret) {
-        error_propagate_prepend(errp, local_err, "%s: bad reply: ",
-                                vfu_conn_name(c));
-        return -EPROTO;
-    }
-    if (reply) {
-        *reply = g_steal_pointer(&msg);
-    }
-    return 0;
+    return vfu_conn_take_reply(c, cmd, &msg, reply, errp);
 }
 
 int vfu_srv_call_async(VfuConn *c, uint16_t cmd, void *payload, size_t len,

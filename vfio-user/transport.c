@@ -274,6 +274,30 @@ int vfu_reply_errno(const VfuMsg *reply)
     return -(int)MIN(err, 4095);
 }
 
+int vfu_conn_take_reply(VfuConn *c, uint16_t cmd, VfuMsg **msgp,
+                        VfuMsg **reply, Error **errp)
+{
+    VfuMsg *msg = *msgp;
+    Error *local_err = NULL;
+    int ret;
+
+    if (msg->hdr.flags & VFU_F_ERROR) {
+        ret = vfu_reply_errno(msg);
+        error_setg(errp, "%s: %s failed on the peer: %s", c->name,
+                   vfu_command_name(cmd), g_strerror(-ret));
+        return ret;
+    }
+    ret = vfu_msg_decode(msg, &c->local, &local_err);
+    if (ret) {
+        error_propagate_prepend(errp, local_err, "%s: bad reply: ", c->name);
+        return -EPROTO;
+    }
+    if (reply) {
+        *reply = g_steal_pointer(msgp);
+    }
+    return 0;
+}
+
 /* ---- waiting ------------------------------------------------------------- */
 
 static int conn_poll(VfuConn *c, GIOCondition events, int64_t deadline,

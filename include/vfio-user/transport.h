@@ -162,6 +162,13 @@ int vfu_conn_handle_request(VfuConn *conn, VfuMsg *msg);
 
 /* Turn an error reply into a negative errno (-EIO when it names none) */
 int vfu_reply_errno(const VfuMsg *reply);
+/*
+ * The reply *@msgp to our @cmd: an error reply returns its negative
+ * errno, else the payload is decoded and the reply moved to *@reply (if
+ * not NULL).  @errp is set in every failure.
+ */
+int vfu_conn_take_reply(VfuConn *conn, uint16_t cmd, VfuMsg **msgp,
+                        VfuMsg **reply, Error **errp);
 
 /* The VERSION both sides agreed on; false before the handshake. */
 bool vfu_conn_version(VfuConn *conn, uint16_t *major, uint16_t *minor);
