@@ -1515,7 +1515,7 @@ static void test_migrate_blocked(void)
  * A server exporting two devices to the VM floods both sockets with
  * DMA_READs and reads neither, so that every reply the client begins
  * sticks half-sent.  While the client waits to send, it serves the other
- * members of its wait group (vfu_conn_join_wait_group()).  It must not
+ * members of its wait group (vfu_client_attach()).  It must not
  * write a message into the middle of a half-sent one, nor nest serving
  * without bound (the stack overflows: a crash); it gives up on both
  * devices with its timeout, and the VM runs on.

@@ -310,7 +310,7 @@ static void test_in_order(void)
 #define TD_MMIO_WILDCARD    1       /* an ioeventfd at BAR0 2048 + 1 */
 #define TD_SPARE            0x10    /* ignored by the device */
 #define TD_SPARE_WRITE      "addr 0x10 value"   /* its trace */
-#define TD_WRITES           200     /* > VFU_SERVE_BATCH (64), twice over */
+#define TD_WRITES           200     /* > VFU_SRV_BATCH (64), twice over */
 #define TD_RUNG             "BAR0 0x801 rung"
 
 typedef struct IoFdsReply {

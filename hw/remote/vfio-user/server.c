@@ -196,7 +196,7 @@ static bool vfu_server_negotiate(VfuServer *s)
 
 /*
  * Serve what the client sent, at most a batch.  Without @drain, stop
- * after a request that the client waits for (see vfu_conn_serve()).
+ * after a request that the client waits for (see vfu_srv_serve()).
  * Returns false when the connection is broken and the client must be
  * dropped.
  */

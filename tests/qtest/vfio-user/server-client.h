@@ -1,6 +1,6 @@
 /*
  * A minimal vfio-user client for the vfio-user-server qtests, built on
- * the shared protocol core (vfio-user/conn.c).
+ * the shared protocol core (vfio-user/transport.c, client.c).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
