@@ -195,8 +195,9 @@ static bool vfu_server_negotiate(VfuServer *s)
 }
 
 /*
- * Serve what the client sent, at most a batch.  Without @drain, stop
- * after a request that the client waits for (see vfu_srv_serve()).
+ * Serve what the client sent: at most a batch, stopping after a request
+ * that the client waits for (see vfu_srv_serve()), or with @drain (a
+ * doorbell rang) everything that had arrived (vfu_srv_drain()).
  * Returns false when the connection is broken and the client must be
  * dropped.
  */
