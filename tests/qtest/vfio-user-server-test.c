@@ -493,6 +493,29 @@ static void test_pipelined_after_version(void)
     qtest_quit(qts);
 }
 
+/*
+ * QEMU exits (SIGTERM) while a client is connected: the server lets the
+ * client go before the device's backends are cleaned up.  Without that,
+ * the object's finalization reset an e1000e whose NIC was freed already
+ * (SIGSEGV in e1000e_core_reset(), or a use-after-free under ASan).
+ */
+static void test_exit_with_client(void)
+{
+    g_autofree char *sock = tc_tmp_path("exit");
+    QTestState *qts = qtest_initf("-M remote -accel tcg -nodefaults "
+                                  "-device e1000e,id=n0 "
+                                  "-object vfio-user-server,id=v0,socket=%s,"
+                                  "device=n0", sock);
+    VfuConn *c = tc_connect(sock);
+
+    /* e1000e's vendor and device ids: the client is really served */
+    g_assert_cmphex(tc_read(c, VFU_PCI_CONFIG_REGION, PCI_VENDOR_ID, 4), ==,
+                    0x10d38086);
+    /* qtest_quit() fails the test if QEMU died of a signal */
+    qtest_quit(qts);
+    vfu_conn_free(c);
+}
+
 static void test_reset_on_disconnect(void)
 {
     g_autofree char *sock = tc_tmp_path("reset");
@@ -790,6 +813,8 @@ int main(int argc, char **argv)
     qtest_add_func("/vfio-user/server/irq", test_irq);
     qtest_add_func("/vfio-user/server/pipelined-after-version",
                    test_pipelined_after_version);
+    qtest_add_func("/vfio-user/server/exit-with-client",
+                   test_exit_with_client);
     qtest_add_func("/vfio-user/server/reset-on-disconnect",
                    test_reset_on_disconnect);
     qtest_add_func("/vfio-user/server/object-add-del", test_object_add_del);

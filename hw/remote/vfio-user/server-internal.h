@@ -83,6 +83,8 @@ struct VfuServer {
     bool completed;
     Notifier machine_done;
     bool waiting_machine;
+    Notifier shutdown;              /* QEMU is about to exit */
+    bool shutdown_registered;
 
     PCIDevice *pdev;
     Error *unplug_blocker;

@@ -24,6 +24,7 @@
 #include "qom/object.h"
 #include "qom/object_interfaces.h"
 #include "sysemu/sysemu.h"
+#include "sysemu/runstate.h"
 #include "io/channel-socket.h"
 #include "qemu/cutils.h"
 #include "qemu/sockets.h"
@@ -572,6 +573,19 @@ static void vfu_server_machine_done(Notifier *n, void *data)
     }
 }
 
+/*
+ * QEMU is about to exit: let the client go now, while the device and its
+ * backends still exist.  Left for later, a hangup seen while the main
+ * loop's cleanup polls our socket, or the object's finalization, would
+ * reset the device after its backends are gone (an e1000e's NIC).
+ */
+static void vfu_server_shutdown(Notifier *n, void *data)
+{
+    VfuServer *s = container_of(n, VfuServer, shutdown);
+
+    vfu_server_drop_client(s, false);
+}
+
 static void vfu_server_complete(UserCreatable *uc, Error **errp)
 {
     VfuServer *s = VFU_SERVER(uc);
@@ -586,6 +600,9 @@ static void vfu_server_complete(UserCreatable *uc, Error **errp)
     }
     s->name = g_strdup(object_get_canonical_path_component(OBJECT(s)));
     s->completed = true;
+    s->shutdown.notify = vfu_server_shutdown;
+    qemu_register_shutdown_notifier(&s->shutdown);
+    s->shutdown_registered = true;
     if (phase_check(PHASE_MACHINE_READY)) {
         if (!vfu_server_start(s, errp)) {
             vfu_server_stop(s);
@@ -787,6 +804,9 @@ static void vfu_server_finalize(Object *obj)
 
     if (s->waiting_machine) {
         qemu_remove_machine_init_done_notifier(&s->machine_done);
+    }
+    if (s->shutdown_registered) {
+        notifier_remove(&s->shutdown);
     }
     vfu_server_stop(s);
     if (s->handshake_timer) {
