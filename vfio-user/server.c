@@ -207,8 +207,10 @@ static VfuMsg *srv_next(VfuSrvState *st)
 {
     VfuMsg *msg = srv_dequeue(st);
 
-    while (!msg && !vfu_conn_is_broken(st->conn)) {
-        if (vfu_conn_recv(st->conn, &msg, false, NULL) <= 0) {
+    /* a client that sends nothing but replies gets a batch too */
+    for (int n = 0; !msg && n < VFU_SRV_BATCH; n++) {
+        if (vfu_conn_is_broken(st->conn) ||
+            vfu_conn_recv(st->conn, &msg, false, NULL) <= 0) {
             return NULL;
         }
         if (vfu_msg_is_reply(msg)) {

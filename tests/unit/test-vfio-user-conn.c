@@ -415,6 +415,34 @@ static void test_server_drain(void)
     ends_finish(&e);
 }
 
+/*
+ * A client that sends nothing but stray replies is served a batch at a
+ * time like one that sends requests: the main loop gets its turn.
+ */
+static void test_server_stray_replies(void)
+{
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    unsigned ran = 0, calls = 0;
+    Ends e;
+
+    ends_init(&e, 4096);
+    vfu_conn_set_request_func(e.c, srv_count, &ran);
+    for (int i = 0; i < 3 * VFU_SRV_BATCH; i++) {
+        put_msg(buf, 500 + i, VFU_CMD_DEVICE_RESET, VFU_F_TYPE_REPLY, NULL, 0);
+    }
+    put_write(buf, 1, true, 1);
+    peer_send_buf(e.peer, buf, NULL, 0);
+    g_assert_cmpint(vfu_srv_serve(e.c, false, &error_abort), ==, 0);
+    g_assert_cmpuint(ran, ==, 0);
+    g_assert(vfu_conn_has_message(e.c));
+    while (!ran && calls++ < 10) {
+        g_assert_cmpint(vfu_srv_serve(e.c, false, &error_abort), ==, 0);
+    }
+    g_assert_cmpuint(ran, ==, 1);
+    g_assert_cmpuint(calls, ==, 3);
+    ends_finish(&e);
+}
+
 /* ---- client policy ---------------------------------------------------- */
 
 typedef struct Served {
@@ -523,6 +551,8 @@ int main(int argc, char **argv)
     g_test_add_func("/vfio-user/server-policy/in-order",
                     test_server_in_order);
     g_test_add_func("/vfio-user/server-policy/drain", test_server_drain);
+    g_test_add_func("/vfio-user/server-policy/stray-replies",
+                    test_server_stray_replies);
     g_test_add_func("/vfio-user/client-policy/busy-not-served",
                     test_client_busy_not_served);
     return g_test_run();
