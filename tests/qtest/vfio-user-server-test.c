@@ -496,21 +496,21 @@ static void test_pipelined_after_version(void)
 /*
  * QEMU exits (SIGTERM) while a client is connected: the server lets the
  * client go before the device's backends are cleaned up.  Without that,
- * the object's finalization reset an e1000e whose NIC was freed already
- * (SIGSEGV in e1000e_core_reset(), or a use-after-free under ASan).
+ * the object's finalization reset an e1000 whose NIC was freed already
+ * (SIGSEGV in e1000_reset(), or a use-after-free under ASan).
  */
 static void test_exit_with_client(void)
 {
     g_autofree char *sock = tc_tmp_path("exit");
     QTestState *qts = qtest_initf("-M remote -accel tcg -nodefaults "
-                                  "-device e1000e,id=n0 "
+                                  "-device e1000,id=n0 "
                                   "-object vfio-user-server,id=v0,socket=%s,"
                                   "device=n0", sock);
     VfuConn *c = tc_connect(sock);
 
-    /* e1000e's vendor and device ids: the client is really served */
+    /* e1000's vendor and device ids: the client is really served */
     g_assert_cmphex(tc_read(c, VFU_PCI_CONFIG_REGION, PCI_VENDOR_ID, 4), ==,
-                    0x10d38086);
+                    0x100e8086);
     /* qtest_quit() fails the test if QEMU died of a signal */
     qtest_quit(qts);
     vfu_conn_free(c);
