@@ -503,7 +503,7 @@ static void test_exit_with_client(void)
 {
     g_autofree char *sock = tc_tmp_path("exit");
     QTestState *qts = qtest_initf("-M remote -accel tcg -nodefaults "
-                                  "-device e1000,id=n0 "
+                                  "-device e1000,id=n0,romfile= "
                                   "-object vfio-user-server,id=v0,socket=%s,"
                                   "device=n0", sock);
     VfuConn *c = tc_connect(sock);
