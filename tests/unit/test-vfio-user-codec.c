@@ -16,6 +16,7 @@
 #include "vfio-user/client.h"
 #include "vfio-user/server.h"
 #include "vfio-user/socket.h"
+#include "vfio-user/send-fds.h"
 #include <sys/eventfd.h>
 
 typedef struct Pair {
@@ -87,21 +88,9 @@ static void raw_send(Pair *p, uint16_t id, uint16_t cmd, uint32_t size,
     struct iovec iov[2] = {
         { &hdr, sizeof(hdr) }, { (void *)payload, len },
     };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
-    char ctl[CMSG_SPACE(sizeof(int) * 16)] = { 0 };
 
-    if (nfds) {
-        struct cmsghdr *cm;
-
-        mh.msg_control = ctl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
-    g_assert_cmpint(sendmsg(p->raw, &mh, 0), ==, sizeof(hdr) + len);
+    g_assert_cmpint(vu_send_fds(p->raw, iov, len ? 2 : 1, fds, nfds), ==,
+                    sizeof(hdr) + len);
 }
 
 /* Receive on b and decode; returns the decode result. */

@@ -17,6 +17,7 @@
 #include "block/aio.h"
 #include "vfio-user/client.h"
 #include "vfio-user/server.h"
+#include "vfio-user/send-fds.h"
 
 typedef struct Ends {
     VfuConn *c;         /* ours */
@@ -65,21 +66,8 @@ static void peer_send(int fd, const void *data, size_t len, const int *fds,
                       size_t nfds)
 {
     struct iovec iov = { (void *)data, len };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-    char ctl[CMSG_SPACE(sizeof(int) * 16)] = { 0 };
 
-    if (nfds) {
-        struct cmsghdr *cm;
-
-        mh.msg_control = ctl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
-    g_assert_cmpint(sendmsg(fd, &mh, 0), ==, len);
+    g_assert_cmpint(vu_send_fds(fd, &iov, 1, fds, nfds), ==, len);
 }
 
 static void peer_send_buf(int fd, GByteArray *buf, const int *fds,
