@@ -7,7 +7,6 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qemu/timer.h"
 #include "qemu/main-loop.h"
 #include "qemu/queue.h"
 #include "block/aio.h"
@@ -104,7 +103,6 @@ static int client_wait(VfuConn *c, GIOCondition events, int64_t deadline,
     VfuClientState *st = opaque;
     GPollFD own = { .fd = vfu_conn_fd(c), .events = events };
     VfuClientState *o;
-    int64_t left;
     int r;
 
     g_array_set_size(st->pfds, 0);
@@ -128,20 +126,12 @@ static int client_wait(VfuConn *c, GIOCondition events, int64_t deadline,
         }
     }
 
-    left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    if (left <= 0) {
-        vfu_conn_stats_mut(c)->timeouts++;
-        error_setg(errp, "%s: no answer from the peer within %" PRId64 " ms",
-                   vfu_conn_name(c), vfu_conn_timeout(c));
-        return -ETIMEDOUT;
+    r = vfu_conn_poll(c, (GPollFD *)st->pfds->data, st->pfds->len, deadline,
+                      errp);
+    if (r < 0) {
+        return r;
     }
-    r = qemu_poll_ns((GPollFD *)st->pfds->data, st->pfds->len,
-                     left * SCALE_MS);
-    if (r < 0 && errno != EINTR) {
-        error_setg_errno(errp, errno, "%s: poll failed", vfu_conn_name(c));
-        return -EIO;
-    }
-    /* st->pfds is reused by the nested waits of the members served here */
+    /* a member served here that must wait polls with a set of its own */
     for (guint i = st->pfds->len; i-- > 1;) {
         if (g_array_index(st->pfds, GPollFD, i).revents) {
             o = g_ptr_array_index(st->members, i);
@@ -217,26 +207,6 @@ int vfu_client_serve(VfuConn *c, Error **errp)
 }
 
 /*
- * A call whose reply did not come by @deadline gives up even while the
- * peer keeps the socket busy with other messages.
- */
-static bool client_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
-                                Error **errp)
-{
-    Error *err = NULL;
-
-    if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
-        return false;
-    }
-    vfu_conn_stats_mut(c)->timeouts++;
-    error_setg(&err, "%s: no answer to %s within %" PRId64 " ms",
-               vfu_conn_name(c), vfu_command_name(cmd), vfu_conn_timeout(c));
-    vfu_conn_break(c, err);
-    error_propagate(errp, err);
-    return true;
-}
-
-/*
  * Receive until the reply to @id arrives, serving the server's requests.
  * A server that works on our request may need our memory for it (a
  * device running a script it fetches by DMA): each of its requests that
@@ -290,7 +260,7 @@ static int client_await(VfuConn *c, uint16_t cmd, uint16_t id,
                                         vfu_command_name(msg->hdr.command));
         }
         /* a peer that only ever sends requests or stray replies */
-        if (client_call_expired(c, cmd, deadline, errp)) {
+        if (vfu_conn_call_expired(c, cmd, deadline, errp)) {
             return -ETIMEDOUT;
         }
     }

@@ -7,7 +7,6 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qemu/timer.h"
 #include "qemu/main-loop.h"
 #include "block/aio.h"
 #include "qemu/sockets.h"
@@ -317,15 +316,7 @@ static int srv_await(VfuSrvState *st, uint16_t cmd, int id,
             srv_other_reply(st, g_steal_pointer(&msg));
         }
         /* a client that only ever sends requests or stray replies */
-        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= deadline) {
-            Error *err = NULL;
-
-            vfu_conn_stats_mut(c)->timeouts++;
-            error_setg(&err, "%s: no answer to %s within %" PRId64 " ms",
-                       vfu_conn_name(c), vfu_command_name(cmd),
-                       vfu_conn_timeout(c));
-            vfu_conn_break(c, err);
-            error_propagate(errp, err);
+        if (vfu_conn_call_expired(c, cmd, deadline, errp)) {
             return -ETIMEDOUT;
         }
     }

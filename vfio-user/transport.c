@@ -224,11 +224,6 @@ const VfuConnStats *vfu_conn_stats(VfuConn *c)
     return &c->stats;
 }
 
-VfuConnStats *vfu_conn_stats_mut(VfuConn *c)
-{
-    return &c->stats;
-}
-
 bool vfu_conn_version(VfuConn *c, uint16_t *major, uint16_t *minor)
 {
     *major = c->major;
@@ -300,12 +295,10 @@ int vfu_conn_take_reply(VfuConn *c, uint16_t cmd, VfuMsg **msgp,
 
 /* ---- waiting ------------------------------------------------------------- */
 
-static int conn_poll(VfuConn *c, GIOCondition events, int64_t deadline,
-                     Error **errp)
+int vfu_conn_poll(VfuConn *c, GPollFD *pfds, unsigned n, int64_t deadline,
+                  Error **errp)
 {
-    GPollFD pfd = { .fd = c->fd, .events = events };
     int64_t left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    int r;
 
     if (left <= 0) {
         c->stats.timeouts++;
@@ -313,12 +306,27 @@ static int conn_poll(VfuConn *c, GIOCondition events, int64_t deadline,
                    c->name, c->timeout_ms);
         return -ETIMEDOUT;
     }
-    r = qemu_poll_ns(&pfd, 1, left * SCALE_MS);
-    if (r < 0 && errno != EINTR) {
+    if (qemu_poll_ns(pfds, n, left * SCALE_MS) < 0 && errno != EINTR) {
         error_setg_errno(errp, errno, "%s: poll failed", c->name);
         return -EIO;
     }
     return 0;
+}
+
+bool vfu_conn_call_expired(VfuConn *c, uint16_t cmd, int64_t deadline,
+                           Error **errp)
+{
+    Error *err = NULL;
+
+    if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+        return false;
+    }
+    c->stats.timeouts++;
+    error_setg(&err, "%s: no answer to %s within %" PRId64 " ms", c->name,
+               vfu_command_name(cmd), c->timeout_ms);
+    vfu_conn_break(c, err);
+    error_propagate(errp, err);
+    return true;
 }
 
 int vfu_conn_wait(VfuConn *c, GIOCondition events, int64_t deadline,
@@ -327,7 +335,9 @@ int vfu_conn_wait(VfuConn *c, GIOCondition events, int64_t deadline,
     if (c->wait_func) {
         return c->wait_func(c, events, deadline, c->wait_opaque, errp);
     }
-    return conn_poll(c, events, deadline, errp);
+    GPollFD pfd = { .fd = c->fd, .events = events };
+
+    return vfu_conn_poll(c, &pfd, 1, deadline, errp);
 }
 
 /* ---- sending ------------------------------------------------------------- */

@@ -82,6 +82,20 @@ void *vfu_conn_policy(VfuConn *conn, const char *kind);
 void vfu_conn_set_wait_func(VfuConn *conn, VfuWaitFunc func, void *opaque);
 int vfu_conn_wait(VfuConn *conn, GIOCondition events, int64_t deadline,
                   Error **errp);
+/*
+ * Poll @pfds, @n of them, until @deadline: a wait function's poll, which
+ * counts a timeout on @conn.  Returns 0 (ready, or interrupted), or
+ * -ETIMEDOUT / -EIO with @errp set.
+ */
+int vfu_conn_poll(VfuConn *conn, GPollFD *pfds, unsigned n, int64_t deadline,
+                  Error **errp);
+/*
+ * A call of @cmd whose reply did not come by @deadline gives up, even
+ * while the peer keeps the socket busy with other messages: true, with
+ * the connection broken and @errp set.
+ */
+bool vfu_conn_call_expired(VfuConn *conn, uint16_t cmd, int64_t deadline,
+                           Error **errp);
 
 /* True once the connection failed (EOF, I/O error, protocol violation). */
 bool vfu_conn_is_broken(VfuConn *conn);
@@ -175,7 +189,6 @@ bool vfu_conn_version(VfuConn *conn, uint16_t *major, uint16_t *minor);
 void vfu_conn_set_version(VfuConn *conn, uint16_t major, uint16_t minor);
 
 const VfuConnStats *vfu_conn_stats(VfuConn *conn);
-VfuConnStats *vfu_conn_stats_mut(VfuConn *conn);
 
 /*
  * The peer process's credentials (SO_PEERCRED), taken when the
